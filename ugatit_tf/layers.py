@@ -44,6 +44,14 @@ class Entry:
     spatial: tuple | None = None
 
 
+def wide(x):
+    """Half-precision tensors (mixed precision) go up to float32 for statistics and losses;
+    float32 and float64 stay as they are."""
+    if x.dtype in (tf.float16, tf.bfloat16):
+        return tf.cast(x, tf.float32)
+    return x
+
+
 def _l2_normalize(x):
     return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x)), 1e-12))
 
@@ -251,7 +259,7 @@ def _moments(x, axes, unbiased):
 
 def _instance_and_layer_norm(x, unbiased):
     """(x_in, x_ln): instance-normalised (over H, W) and layer-normalised (over H, W, C)."""
-    x32 = tf.cast(x, tf.float32)
+    x32 = wide(x)
     in_mean, in_var = _moments(x32, [1, 2], unbiased)
     ln_mean, ln_var = _moments(x32, [1, 2, 3], unbiased)
     x_in = (x32 - in_mean) * tf.math.rsqrt(in_var + EPS)
@@ -274,11 +282,11 @@ class InstanceNorm(CheckpointNamed):
             self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros")
 
     def call(self, x):
-        x32 = tf.cast(x, tf.float32)
+        x32 = wide(x)
         mean, var = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
         y = (x32 - mean) * tf.math.rsqrt(var + EPS)
         if self.affine:
-            y = y * self.gamma + self.beta
+            y = y * tf.cast(self.gamma, y.dtype) + tf.cast(self.beta, y.dtype)
         return tf.cast(y, x.dtype)
 
     def checkpoint_entries(self, flavour):
@@ -309,12 +317,12 @@ class AdaLIN(CheckpointNamed):
 
     def call(self, x, gamma, beta):
         x_in, x_ln = _instance_and_layer_norm(x, self.unbiased)
-        rho = tf.convert_to_tensor(self.rho)
+        rho = tf.cast(self.rho, x_in.dtype)
         if self.smoothing:
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
         y = rho * x_in + (1.0 - rho) * x_ln
-        gamma = tf.cast(gamma, tf.float32)[:, None, None, :]
-        beta = tf.cast(beta, tf.float32)[:, None, None, :]
+        gamma = tf.cast(gamma, y.dtype)[:, None, None, :]
+        beta = tf.cast(beta, y.dtype)[:, None, None, :]
         return tf.cast(y * gamma + beta, x.dtype)
 
     def checkpoint_entries(self, flavour):
@@ -339,8 +347,9 @@ class LIN(CheckpointNamed):
 
     def call(self, x):
         x_in, x_ln = _instance_and_layer_norm(x, self.unbiased)
-        y = self.rho * x_in + (1.0 - self.rho) * x_ln
-        return tf.cast(y * self.gamma + self.beta, x.dtype)
+        rho, gamma, beta = (tf.cast(v, x_in.dtype) for v in (self.rho, self.gamma, self.beta))
+        y = rho * x_in + (1.0 - rho) * x_ln
+        return tf.cast(y * gamma + beta, x.dtype)
 
     def checkpoint_entries(self, flavour):
         if flavour == "tf1":
@@ -378,7 +387,7 @@ class CAM(CheckpointNamed):
             self.gmp_layer.build(input_shape)
 
     def call(self, x, training=False):
-        x32 = tf.cast(x, tf.float32)
+        x32 = wide(x)
         gap = tf.reduce_mean(x32, axis=[1, 2])
         gmp = tf.reduce_max(x32, axis=[1, 2])
         if self.variant == "tf1":

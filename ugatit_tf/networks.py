@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from .config import Config, conv_pads, discriminator_layer_counts
 from .layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry, InstanceNorm,
-                     nearest_upsample_2x)
+                     nearest_upsample_2x, wide)
 
 
 def _pads(kernel, stride, pad, variant):
@@ -170,14 +170,14 @@ class Generator(keras.Model):
         x = self.encode(x)
         x, cam_logit = self.cam(x)
         x = tf.nn.relu(self.conv_1x1(x))
-        heatmap = tf.reduce_sum(tf.cast(x, tf.float32), axis=-1)
+        heatmap = tf.reduce_sum(wide(x), axis=-1)
         gamma, beta = self.mlp(x)
         for block in self.ada_resblocks:
             x = block(x, gamma, beta)
         for conv, norm in zip(self.up_convs, self.up_norms):
             x = nearest_upsample_2x(x)
             x = tf.nn.relu(norm(conv(x)))
-        x = tf.tanh(tf.cast(self.g_logit(x), tf.float32))
+        x = tf.tanh(wide(self.g_logit(x)))
         return x, cam_logit, heatmap
 
     def checkpoint_layers(self):
@@ -234,8 +234,8 @@ class DiscriminatorHead(keras.layers.Layer):
         x = tf.nn.leaky_relu(self.conv_last(x, training=training), 0.2)
         x, cam_logit = self.cam(x, training=training)
         x = tf.nn.leaky_relu(self.conv_1x1(x), 0.2)
-        heatmap = tf.reduce_sum(tf.cast(x, tf.float32), axis=-1)
-        logit = tf.cast(self.d_logit(x, training=training), tf.float32)
+        heatmap = tf.reduce_sum(wide(x), axis=-1)
+        logit = wide(self.d_logit(x, training=training))
         return logit, cam_logit, heatmap
 
     def checkpoint_layers(self):
