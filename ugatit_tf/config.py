@@ -85,6 +85,35 @@ class Config:
     seed: int = _flag(0, "random seed for weights, data order and augmentation", group="port")
     keep_checkpoints: int = _flag(3, "how many recent checkpoints to keep", group="port")
 
+    # ---- test phase on your own photos / videos ----
+    input: str = _flag("", "test phase: translate this file, folder, glob or video instead of "
+                       "testA/testB", group="photos")
+    output: str = _flag("", "test phase with --input: output folder (default "
+                        "result_dir/model_dir/photos)", group="photos")
+    direction: str = _flag("a2b", "test phase with --input: a2b or b2a", choices=("a2b", "b2a"),
+                           group="photos")
+    face_crop: bool = _flag(False, "with --input: detect, align and crop faces first",
+                            group="photos")
+    paste_back: bool = _flag(False, "with --face_crop: blend the translated face back into the "
+                             "photo", group="photos")
+    fallback: str = _flag("error", "with --face_crop, when no face is found: error or center",
+                          choices=("error", "center"), group="photos")
+
+    # ---- export ----
+    export_dir: str = _flag("export", "export phase: output folder", group="export")
+    export_format: str = _flag("saved_model", "export phase: saved_model, tflite or all",
+                               choices=("saved_model", "tflite", "all"), group="export")
+    quantize: str = _flag("none", "TFLite quantization: none, float16, dynamic, int8 or all",
+                          choices=("none", "float16", "dynamic", "int8", "all"), group="export")
+    version: int = _flag(1, "export phase: model version folder (TF Serving layout)",
+                         group="export")
+
+    # ---- evaluation ----
+    inception_weights: str = _flag("imagenet", "eval phase: Inception-v3 weights (imagenet "
+                                   "from the Keras cache, or a local .h5 file)", group="eval")
+    eval_freq: int = _flag(0, "train phase: compute the evaluation scores every N iterations "
+                           "(0: never)", group="eval")
+
     # ------------------------------------------------------------------
     @property
     def model_name(self) -> str:
@@ -118,7 +147,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{name} must be a whole number >= 1, got {value!r}")
-        for name in ("n_res", "decay_epoch"):
+        for name in ("n_res", "decay_epoch", "eval_freq"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{name} must be a whole number >= 0, got {value!r}")

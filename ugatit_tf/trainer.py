@@ -1,0 +1,375 @@
+"""Training and test phases.
+
+One training iteration is the original's: a discriminator update, then (every n_critic
+iterations) a generator update, each in its own `tf.function` with a GradientTape. As in the
+TF1 code, the two updates take separate batches (the pytorch variant reuses the D batch, as
+the PyTorch code does). The discriminator loss never backpropagates into the generators.
+
+Everything needed to continue exactly where a run stopped lives in one checkpoint: the four
+networks, both Adam optimizers (slots, iteration counts, learning rates), the iteration
+counter and the positions of both data iterators.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import data as data_lib
+from . import losses as L
+from .checkpoints import (CheckpointError, build_optimizers, check_config_matches,
+                          load_networks, make_checkpoint, make_optimizer, model_checkpoint_dir,
+                          write_config)
+from .config import Config
+from .networks import Networks, regularization_loss
+
+
+def learning_rate(config: Config, iteration: int) -> float:
+    """The learning rate of (0-based) iteration `iteration`.
+
+    tf1: constant until decay_epoch, then linearly to 0 at the last epoch, set per epoch
+    (lr * (epoch_total - epoch) / (epoch_total - decay_epoch)).
+    pytorch: constant for the first half of all iterations, then lowered by lr / (total/2)
+    every iteration."""
+    if not config.decay_flag:
+        return config.lr
+    if config.variant == "pytorch":
+        total = config.epoch * config.iteration
+        half = total // 2
+        step = iteration + 1
+        if half == 0 or step <= half:
+            return config.lr
+        return config.lr - config.lr / half * (step - half)
+    epoch = iteration // config.iteration
+    if epoch < config.decay_epoch or config.epoch == config.decay_epoch:
+        return config.lr
+    return config.lr * (config.epoch - epoch) / (config.epoch - config.decay_epoch)
+
+
+def _split(tensors, n):
+    return [t[:n] for t in tensors], [t[n:] for t in tensors]
+
+
+class Trainer:
+    """Builds everything for `config` and runs the training loop."""
+
+    def __init__(self, config: Config, log=print):
+        config.validate()
+        self.config = config
+        self.log = log
+        # data first: a missing or empty folder fails before any model is built
+        self.files = data_lib.domain_files(config, ("trainA", "trainB"))
+        keras.utils.set_random_seed(config.seed)
+        self.nets = Networks(config)
+        self.g_optim = make_optimizer(config, "G_optim")
+        self.d_optim = make_optimizer(config, "D_optim")
+        build_optimizers(self.nets, self.g_optim, self.d_optim)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.ds_A = data_lib.train_dataset(self.files["trainA"], config, config.seed)
+        self.ds_B = data_lib.train_dataset(self.files["trainB"], config, config.seed + 1)
+        self.iter_A = iter(self.ds_A)
+        self.iter_B = iter(self.ds_B)
+        self.checkpoint = make_checkpoint(self.nets, self.g_optim, self.d_optim, step=self.step,
+                                          data_A=self.iter_A, data_B=self.iter_B)
+        self.ckpt_dir = model_checkpoint_dir(config)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.ckpt_dir,
+                                                  max_to_keep=config.keep_checkpoints,
+                                                  checkpoint_name="ckpt")
+        self.g_vars = [v for m in self.nets.generators for v in m.trainable_variables]
+        self.d_vars = [v for m in self.nets.discriminators for v in m.trainable_variables]
+        self.d_step = tf.function(self._d_step)
+        self.g_step = tf.function(self._g_step)
+        self.writer = None
+
+    # ------------------------------------------------------------------ steps
+    def _d_losses(self, real_A, real_B, fake_A, fake_B):
+        cfg = self.config
+        n = tf.shape(real_A)[0]
+        out = {}
+        for domain, D, real, fake in (("A", self.nets.disA, real_A, fake_A),
+                                      ("B", self.nets.disB, real_B, fake_B)):
+            # real and fake in one call: one spectral-norm power iteration per step
+            logits, cams, _ = D(tf.concat([real, fake], 0), training=True)
+            real_l, fake_l = _split(logits, n)
+            real_c, fake_c = _split(cams, n)
+            loss = (L.discriminator_loss(cfg.gan_type, real_l, fake_l)
+                    + L.discriminator_loss(cfg.gan_type, real_c, fake_c))
+            if L.uses_gradient_penalty(cfg.gan_type):
+                gp, gp_cam = L.gradient_penalty(D, real, fake, cfg.gan_type, cfg.GP_ld)
+                loss += gp + gp_cam
+            out[f"D_{domain}_loss"] = cfg.adv_weight * loss
+        return out
+
+    def _d_step(self, real_A, real_B, lr):
+        self.d_optim.learning_rate.assign(lr)
+        fake_B = self.nets.genA2B(real_A)[0]
+        fake_A = self.nets.genB2A(real_B)[0]
+        with tf.GradientTape() as tape:
+            out = self._d_losses(real_A, real_B, fake_A, fake_B)
+            reg = (regularization_loss(self.nets.disA, self.config.variant)
+                   + regularization_loss(self.nets.disB, self.config.variant))
+            total = out["D_A_loss"] + out["D_B_loss"] + reg
+        grads = tape.gradient(total, self.d_vars)
+        self.d_optim.apply_gradients(zip(grads, self.d_vars))
+        out["Discriminator_loss"] = total
+        return out
+
+    def _g_losses(self, real_A, real_B):
+        cfg, nets = self.config, self.nets
+        n = tf.shape(real_A)[0]
+        # genA2B on [A, B] gives x_ab and x_bb; genB2A on [B, A] gives x_ba and x_aa
+        ab, cam_ab_all, _ = nets.genA2B(tf.concat([real_A, real_B], 0))
+        ba, cam_ba_all, _ = nets.genB2A(tf.concat([real_B, real_A], 0))
+        x_ab, x_bb = ab[:n], ab[n:]
+        cam_ab, cam_bb = cam_ab_all[:n], cam_ab_all[n:]
+        x_ba, x_aa = ba[:n], ba[n:]
+        cam_ba, cam_aa = cam_ba_all[:n], cam_ba_all[n:]
+        x_aba = nets.genB2A(x_ab)[0]
+        x_bab = nets.genA2B(x_ba)[0]
+        fake_A_logit, fake_A_cam, _ = nets.disA(x_ba, training=True)
+        fake_B_logit, fake_B_cam, _ = nets.disB(x_ab, training=True)
+        out = {}
+        terms = {
+            "A": (fake_A_logit, fake_A_cam, L.l1_loss(x_bab, real_B), L.l1_loss(x_aa, real_A),
+                  L.cam_loss(cam_ba, cam_aa)),
+            "B": (fake_B_logit, fake_B_cam, L.l1_loss(x_aba, real_A), L.l1_loss(x_bb, real_B),
+                  L.cam_loss(cam_ab, cam_bb)),
+        }
+        for d, (logit, cam, cycle, identity, cam_l) in terms.items():
+            out[f"G_{d}_gan"] = cfg.adv_weight * (L.generator_loss(cfg.gan_type, logit)
+                                                  + L.generator_loss(cfg.gan_type, cam))
+            out[f"G_{d}_cycle"] = cfg.cycle_weight * cycle
+            out[f"G_{d}_identity"] = cfg.identity_weight * identity
+            out[f"G_{d}_cam"] = cfg.cam_weight * cam_l
+            out[f"G_{d}_loss"] = (out[f"G_{d}_gan"] + out[f"G_{d}_cycle"]
+                                  + out[f"G_{d}_identity"] + out[f"G_{d}_cam"])
+        return out
+
+    def _g_step(self, real_A, real_B, lr):
+        self.g_optim.learning_rate.assign(lr)
+        with tf.GradientTape() as tape:
+            out = self._g_losses(real_A, real_B)
+            reg = (regularization_loss(self.nets.genA2B, self.config.variant)
+                   + regularization_loss(self.nets.genB2A, self.config.variant))
+            total = out["G_A_loss"] + out["G_B_loss"] + reg
+        grads = tape.gradient(total, self.g_vars)
+        self.g_optim.apply_gradients(zip(grads, self.g_vars))
+        out["Generator_loss"] = total
+        return out
+
+    # ------------------------------------------------------------------ loop
+    @property
+    def total_iterations(self) -> int:
+        return self.config.epoch * self.config.iteration
+
+    def restore_or_start(self) -> int:
+        """Resume from the latest checkpoint of this config, if any; returns the iteration."""
+        check_config_matches(self.config, self.ckpt_dir)
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            self.log(f" [*] No checkpoint in {self.ckpt_dir}: training from scratch")
+            return 0
+        status = self.checkpoint.restore(latest)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise CheckpointError(f"cannot resume from {latest}: {e}") from e
+        status.expect_partial()  # a converted checkpoint has no optimizer / data state
+        step = int(self.step.numpy())
+        if int(self.g_optim.iterations.numpy()) == 0 and step > 0:
+            self.log(f" [*] Fine-tuning from {latest} (weights only; fresh optimizer state)")
+        else:
+            self.log(f" [*] Resumed from {latest} at iteration {step} "
+                     f"(epoch {step // self.config.iteration}, lr {learning_rate(self.config, step):g})")
+        return step
+
+    def save(self) -> str:
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        write_config(self.ckpt_dir, self.config)
+        return self.manager.save(checkpoint_number=int(self.step.numpy()))
+
+    def train(self, max_iterations: int | None = None, progress: bool = True) -> dict:
+        """Train until epoch * iteration iterations are done (or `max_iterations` more).
+        Returns the last losses (floats) and a history of the G/D totals."""
+        from .photos import ProgressBar
+
+        cfg = self.config
+        start = self.restore_or_start()
+        end = self.total_iterations if max_iterations is None else \
+            min(self.total_iterations, start + max_iterations)
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        write_config(self.ckpt_dir, cfg)
+        log_dir = os.path.join(cfg.log_dir, cfg.model_dir)
+        self.writer = tf.summary.create_file_writer(log_dir)
+        sample_dir = os.path.join(cfg.sample_dir, cfg.model_dir)
+        bar = ProgressBar(end - start, label="train", enabled=progress)
+        history = {"Generator_loss": [], "Discriminator_loss": [], "step": []}
+        last = {}
+        g_out = None
+        t0 = time.monotonic()
+        for it in range(start, end):
+            lr = tf.constant(learning_rate(cfg, it), tf.float32)
+            A, B = next(self.iter_A), next(self.iter_B)
+            d_out = self.d_step(A, B, lr)
+            if it % cfg.n_critic == 0:
+                if cfg.variant == "tf1":  # the TF1 graph pulls a new batch for the G update
+                    A, B = next(self.iter_A), next(self.iter_B)
+                g_out = self.g_step(A, B, lr)
+            self.step.assign(it + 1)
+            last = {k: float(v) for k, v in d_out.items()}
+            if g_out is not None:
+                last.update({k: float(v) for k, v in g_out.items()})
+            last["lr"] = float(lr)
+            history["step"].append(it + 1)
+            history["Discriminator_loss"].append(last["Discriminator_loss"])
+            history["Generator_loss"].append(last.get("Generator_loss", float("nan")))
+            self._write_scalars(last, it + 1)
+            done = it + 1
+            if done % cfg.print_freq == 0 or done == end:
+                self.write_samples(A, B, sample_dir, done)
+            if done % cfg.save_freq == 0 or done % cfg.iteration == 0 or done == end:
+                self.save()
+            rate = (done - start) / max(time.monotonic() - t0, 1e-9)
+            bar.update(1, note=f"it {done} d {last['Discriminator_loss']:.3f} "
+                               f"g {last.get('Generator_loss', float('nan')):.3f} "
+                               f"{rate:.2f} it/s")
+        bar.close() if hasattr(bar, "close") else None
+        if self.writer is not None:
+            self.writer.flush()
+        return {"last": last, "history": history, "start": start, "end": end}
+
+    def _write_scalars(self, values: dict, step: int) -> None:
+        with self.writer.as_default(step=step):
+            for k, v in values.items():
+                tf.summary.scalar(k, v)
+            for model in self.nets.generators:
+                for var in model.trainable_variables:
+                    if var.path.endswith("rho"):
+                        name = var.path
+                        tf.summary.histogram(name, var)
+                        tf.summary.scalar(name + "_min", tf.reduce_min(var))
+                        tf.summary.scalar(name + "_max", tf.reduce_max(var))
+                        tf.summary.scalar(name + "_mean", tf.reduce_mean(var))
+
+    def write_samples(self, A, B, folder: str, step: int) -> str:
+        sheet = sample_sheet(self.nets, A.numpy(), B.numpy())
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"sample_{step:07d}.png")
+        save_png(path, sheet)
+        with self.writer.as_default(step=step):
+            tf.summary.image("samples", sheet[None], step=step)
+        return path
+
+
+# ---------------------------------------------------------------------------
+# Pictures
+# ---------------------------------------------------------------------------
+
+def save_png(path: str, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image atomically (temp file + rename)."""
+    import cv2
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+    os.replace(tmp, path)
+
+
+def overlay(rgb_uint8: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    from .faces import heatmap_overlay
+    return heatmap_overlay(rgb_uint8, heatmap, alpha=0.5)
+
+
+def sample_sheet(nets: Networks, real_A: np.ndarray, real_B: np.ndarray) -> np.ndarray:
+    """Rows per sample: A | A->B | attention | A->B->A || B | B->A | attention | B->A->B."""
+    x_ab, _, heat_ab = nets.genA2B(real_A)
+    x_aba = nets.genB2A(x_ab)[0]
+    x_ba, _, heat_ba = nets.genB2A(real_B)
+    x_bab = nets.genA2B(x_ba)[0]
+    rows = []
+    for i in range(real_A.shape[0]):
+        a = data_lib.to_uint8(real_A[i])
+        b = data_lib.to_uint8(real_B[i])
+        row = [a, data_lib.to_uint8(x_ab[i]), overlay(a, heat_ab[i].numpy()),
+               data_lib.to_uint8(x_aba[i]),
+               b, data_lib.to_uint8(x_ba[i]), overlay(b, heat_ba[i].numpy()),
+               data_lib.to_uint8(x_bab[i])]
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+# ---------------------------------------------------------------------------
+# Test phase
+# ---------------------------------------------------------------------------
+
+def run_test(config: Config, log=print, progress: bool = True) -> str:
+    """Translate testA -> B and testB -> A with the latest checkpoint into
+    result_dir/model_dir, with an index.html (name, input, output, attention). Returns the
+    index path."""
+    from .photos import ProgressBar
+
+    config.validate()
+    files = data_lib.domain_files(config, ("testA", "testB"))
+    nets, prefix = load_networks(config)
+    log(f" [*] Loaded {prefix}")
+    out_dir = os.path.join(config.result_dir, config.model_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    translate = {"A2B": tf.function(lambda x: nets.genA2B(x)),
+                 "B2A": tf.function(lambda x: nets.genB2A(x))}
+    size = config.img_size
+    rows = []
+    bar = ProgressBar(len(files["testA"]) + len(files["testB"]), label="test",
+                      enabled=progress)
+    for direction, domain in (("A2B", "testA"), ("B2A", "testB")):
+        folder = os.path.join(out_dir, direction)
+        os.makedirs(folder, exist_ok=True)
+        for path in files[domain]:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            try:
+                rgb = data_lib.load_rgb(path)
+            except data_lib.DataError as e:
+                log(f" [!] skipped: {e}")
+                bar.update(1)
+                continue
+            x = data_lib.to_model_input(rgb, size)[None]
+            image, _, heatmap = translate[direction](tf.constant(x))
+            output = data_lib.to_uint8(image[0].numpy())
+            out_path = os.path.join(folder, stem + ".png")
+            heat_path = os.path.join(folder, stem + "_attention.png")
+            save_png(out_path, output)
+            shown_input = data_lib.to_uint8(x[0])
+            save_png(heat_path, overlay(shown_input, heatmap[0].numpy()))
+            rows.append((direction, os.path.basename(path), path, out_path, heat_path))
+            bar.update(1)
+    index = os.path.join(out_dir, "index.html")
+    write_index(index, rows, size)
+    log(f" [*] Test finished: {len(rows)} images, {index}")
+    return index
+
+
+def write_index(index_path: str, rows, size: int) -> None:
+    base = os.path.dirname(os.path.abspath(index_path))
+
+    def src(p):
+        return html.escape(os.path.relpath(os.path.abspath(p), base))
+
+    lines = ["<html><head><meta charset='utf-8'><title>U-GAT-IT results</title></head><body>",
+             "<table border='1'><tr><th>direction</th><th>name</th><th>input</th>"
+             "<th>output</th><th>attention</th></tr>"]
+    for direction, name, inp, out, heat in rows:
+        lines.append(
+            f"<tr><td>{direction}</td><td>{html.escape(name)}</td>"
+            f"<td><img src='{src(inp)}' width='{size}' height='{size}'></td>"
+            f"<td><img src='{src(out)}' width='{size}' height='{size}'></td>"
+            f"<td><img src='{src(heat)}' width='{size}' height='{size}'></td></tr>")
+    lines.append("</table></body></html>")
+    tmp = index_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, index_path)
