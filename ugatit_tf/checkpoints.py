@@ -61,6 +61,7 @@ def write_json_atomic(path: str, obj) -> None:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -84,6 +84,8 @@ class Config:
                              group="port")
     seed: int = _flag(0, "random seed for weights, data order and augmentation", group="port")
     keep_checkpoints: int = _flag(3, "how many recent checkpoints to keep", group="port")
+    deterministic: bool = _flag(False, "bitwise-reproducible training (seeds + TensorFlow op "
+                                "determinism; slower)", group="port")
 
     # ---- test phase on your own photos / videos ----
     input: str = _flag("", "test phase: translate this file, folder, glob or video instead of "

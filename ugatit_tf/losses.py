@@ -60,20 +60,18 @@ def cam_loss(source, non_source):
     return _bce(source, source, 1.0) + _bce(non_source, non_source, 0.0)
 
 
-def gradient_penalty(discriminator, real, fake, gan_type: str, ld: float, seed=None):
+def gradient_penalty(discriminator, real, fake, gan_type: str, ld: float, rng: tf.random.Generator):
     """wgan-gp / wgan-lp / dragan penalty on both the patch logits and the CAM logits of both
-    heads (the original's gradient_panalty). Returns (GP, GP_CAM)."""
+    heads (the original's gradient_panalty). Returns (GP, GP_CAM). `rng` is the trainer's
+    checkpointed generator, so a resumed run draws the same numbers."""
     real = tf.cast(real, tf.float32)
     fake = tf.cast(fake, tf.float32)
     batch = tf.shape(real)[0]
     if gan_type == "dragan":
-        eps = tf.random.stateless_uniform(tf.shape(real), seed=seed) if seed is not None \
-            else tf.random.uniform(tf.shape(real))
+        eps = rng.uniform(tf.shape(real))
         _, var = tf.nn.moments(real, axes=[0, 1, 2, 3])
         fake = real + 0.5 * tf.sqrt(var) * eps
-    alpha_shape = tf.stack([batch, 1, 1, 1])
-    alpha = tf.random.stateless_uniform(alpha_shape, seed=seed + 1) if seed is not None \
-        else tf.random.uniform(alpha_shape)
+    alpha = rng.uniform(tf.stack([batch, 1, 1, 1]))
     interpolated = real + alpha * (fake - real)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(interpolated)

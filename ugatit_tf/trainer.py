@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import html
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -51,6 +53,31 @@ def learning_rate(config: Config, iteration: int) -> float:
     return config.lr * (config.epoch - epoch) / (config.epoch - config.decay_epoch)
 
 
+class _StopRequest:
+    """While active, SIGINT and SIGTERM ask the loop to save a checkpoint and stop after the
+    current iteration (a second signal stops at once)."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 def _split(tensors, n):
     return [t[:n] for t in tensors], [t[n:] for t in tensors]
 
@@ -65,7 +92,10 @@ class Trainer:
         # data first: a missing or empty folder fails before any model is built
         self.files = data_lib.domain_files(config, ("trainA", "trainB"))
         keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
         self.nets = Networks(config)
+        self.rng = tf.random.Generator.from_seed(config.seed)
         self.g_optim = make_optimizer(config, "G_optim")
         self.d_optim = make_optimizer(config, "D_optim")
         build_optimizers(self.nets, self.g_optim, self.d_optim)
@@ -74,8 +104,10 @@ class Trainer:
         self.ds_B = data_lib.train_dataset(self.files["trainB"], config, config.seed + 1)
         self.iter_A = iter(self.ds_A)
         self.iter_B = iter(self.ds_B)
-        self.checkpoint = make_checkpoint(self.nets, self.g_optim, self.d_optim, step=self.step,
-                                          data_A=self.iter_A, data_B=self.iter_B)
+        self.extra_state = dict(step=self.step, data_A=self.iter_A, data_B=self.iter_B,
+                                rng=self.rng)
+        self.checkpoint = make_checkpoint(self.nets, self.g_optim, self.d_optim,
+                                          **self.extra_state)
         self.ckpt_dir = model_checkpoint_dir(config)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.ckpt_dir,
                                                   max_to_keep=config.keep_checkpoints,
@@ -100,7 +132,8 @@ class Trainer:
             loss = (L.discriminator_loss(cfg.gan_type, real_l, fake_l)
                     + L.discriminator_loss(cfg.gan_type, real_c, fake_c))
             if L.uses_gradient_penalty(cfg.gan_type):
-                gp, gp_cam = L.gradient_penalty(D, real, fake, cfg.gan_type, cfg.GP_ld)
+                gp, gp_cam = L.gradient_penalty(D, real, fake, cfg.gan_type, cfg.GP_ld,
+                                                 self.rng)
                 loss += gp + gp_cam
             out[f"D_{domain}_loss"] = cfg.adv_weight * loss
         return out
@@ -174,12 +207,20 @@ class Trainer:
         if latest is None:
             self.log(f" [*] No checkpoint in {self.ckpt_dir}: training from scratch")
             return 0
-        status = self.checkpoint.restore(latest)
+        # a converted checkpoint has weights (and maybe Adam state) but no data / RNG state:
+        # restore what it has, and insist that all of that matches
+        present = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+        extra = {k: v for k, v in self.extra_state.items() if k in present}
+        optims = {k: v for k, v in (("g_optim", self.g_optim), ("d_optim", self.d_optim))
+                  if ("G_optim" if k == "g_optim" else "D_optim") in present}
+        checkpoint = make_checkpoint(self.nets, optims.get("g_optim"), optims.get("d_optim"),
+                                     **extra)
+        status = checkpoint.restore(latest)
         try:
             status.assert_existing_objects_matched()
         except AssertionError as e:
             raise CheckpointError(f"cannot resume from {latest}: {e}") from e
-        status.expect_partial()  # a converted checkpoint has no optimizer / data state
+        status.expect_partial()
         step = int(self.step.numpy())
         if int(self.g_optim.iterations.numpy()) == 0 and step > 0:
             self.log(f" [*] Fine-tuning from {latest} (weights only; fresh optimizer state)")
@@ -189,9 +230,20 @@ class Trainer:
         return step
 
     def save(self) -> str:
-        os.makedirs(self.ckpt_dir, exist_ok=True)
-        write_config(self.ckpt_dir, self.config)
-        return self.manager.save(checkpoint_number=int(self.step.numpy()))
+        """Write a checkpoint. TensorFlow writes the files under temporary names and updates
+        the `checkpoint` state file last (atomically), so a crash or a failed write leaves
+        the previous checkpoint the latest loadable one."""
+        try:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            write_config(self.ckpt_dir, self.config)
+            return self.manager.save(checkpoint_number=int(self.step.numpy()))
+        except (OSError, tf.errors.OpError) as e:
+            previous = self.manager.latest_checkpoint
+            raise CheckpointError(
+                f"cannot write a checkpoint to {self.ckpt_dir} "
+                f"({getattr(e, 'message', None) or e}); the previous checkpoint "
+                f"{previous or '(none)'} is untouched. Free disk space or fix permissions, then "
+                f"rerun the same command to resume.") from e
 
     def train(self, max_iterations: int | None = None, progress: bool = True) -> dict:
         """Train until epoch * iteration iterations are done (or `max_iterations` more).
@@ -208,10 +260,24 @@ class Trainer:
         self.writer = tf.summary.create_file_writer(log_dir)
         sample_dir = os.path.join(cfg.sample_dir, cfg.model_dir)
         bar = ProgressBar(end - start, label="train", enabled=progress)
-        history = {"Generator_loss": [], "Discriminator_loss": [], "step": []}
+        history = {"Generator_loss": [], "Discriminator_loss": [], "step": [], "losses": []}
         last = {}
-        g_out = None
         t0 = time.monotonic()
+        stop = _StopRequest()
+        with stop:
+            done = self._loop(start, end, bar, history, last, t0, sample_dir, stop)
+        if stop.signal is not None and done < end:
+            self.log(f" [*] {stop.signal}: checkpoint saved at iteration {done}; rerun the same "
+                     f"command to resume")
+        if self.writer is not None:
+            self.writer.flush()
+        return {"last": last, "history": history, "start": start, "end": done,
+                "interrupted": stop.signal}
+
+    def _loop(self, start, end, bar, history, last, t0, sample_dir, stop) -> int:
+        cfg = self.config
+        g_out = None
+        done = start
         for it in range(start, end):
             lr = tf.constant(learning_rate(cfg, it), tf.float32)
             A, B = next(self.iter_A), next(self.iter_B)
@@ -221,13 +287,15 @@ class Trainer:
                     A, B = next(self.iter_A), next(self.iter_B)
                 g_out = self.g_step(A, B, lr)
             self.step.assign(it + 1)
-            last = {k: float(v) for k, v in d_out.items()}
+            last.clear()
+            last.update({k: float(v) for k, v in d_out.items()})
             if g_out is not None:
                 last.update({k: float(v) for k, v in g_out.items()})
             last["lr"] = float(lr)
             history["step"].append(it + 1)
             history["Discriminator_loss"].append(last["Discriminator_loss"])
             history["Generator_loss"].append(last.get("Generator_loss", float("nan")))
+            history["losses"].append(dict(last))
             self._write_scalars(last, it + 1)
             done = it + 1
             if done % cfg.print_freq == 0 or done == end:
@@ -238,10 +306,11 @@ class Trainer:
             bar.update(1, note=f"it {done} d {last['Discriminator_loss']:.3f} "
                                f"g {last.get('Generator_loss', float('nan')):.3f} "
                                f"{rate:.2f} it/s")
-        bar.close() if hasattr(bar, "close") else None
-        if self.writer is not None:
-            self.writer.flush()
-        return {"last": last, "history": history, "start": start, "end": end}
+            if stop.signal is not None:
+                if self.manager.latest_checkpoint != os.path.join(self.ckpt_dir, f"ckpt-{done}"):
+                    self.save()
+                break
+        return done
 
     def _write_scalars(self, values: dict, step: int) -> None:
         with self.writer.as_default(step=step):

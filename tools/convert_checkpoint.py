@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Convert a checkpoint of the original U-GAT-IT into a checkpoint of this port.
+
+    python tools/convert_checkpoint.py --source tf1 --checkpoint PATH/UGATIT.model-1000001 \
+        --dataset selfie2anime [--checkpoint_dir checkpoints] [--img_size N] [--verify]
+    python tools/convert_checkpoint.py --source pytorch --checkpoint FILE.pt --dataset NAME
+
+Prints the main.py flags that find the result (--phase test / export / train). See
+ugatit_tf/conversion.py for what is converted and how.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ugatit_tf.conversion import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
