@@ -8,9 +8,12 @@
     python main.py --phase check --dataset selfie2anime
 """
 
+import os
 import sys
 
-from ugatit_tf.cli import main
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+from ugatit_tf.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -107,14 +107,28 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
           "eval": phase_eval, "check": phase_check}
 
 
+def user_errors() -> tuple:
+    """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
+    from .checkpoints import CheckpointError
+    from .data import DataError
+    errors = [ConfigError, DataError, CheckpointError]
+    for module, name in (("export", "ExportError"), ("evaluation", "InceptionWeightsError"),
+                         ("photos", "NoFaceError"), ("faces", "ImageLoadError")):
+        try:
+            mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
+            errors.append(getattr(mod, name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def main(argv=None) -> int:
     config = parse_config(argv)
     print_info(config)
-    from .checkpoints import CheckpointError
-    from .data import DataError
+    errors = user_errors()
     try:
         return PHASES[config.phase](config)
-    except (DataError, CheckpointError, ConfigError) as e:
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

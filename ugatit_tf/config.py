@@ -109,6 +109,13 @@ class Config:
                           choices=("none", "float16", "dynamic", "int8", "all"), group="export")
     version: int = _flag(1, "export phase: model version folder (TF Serving layout)",
                          group="export")
+    max_bytes: int = _flag(10 * 1024 * 1024, "SavedModel bytes signatures: largest encoded "
+                           "image accepted", group="export")
+    max_pixels: int = _flag(4096 * 4096, "SavedModel bytes signatures: largest decoded image "
+                            "(width x height x frames) accepted", group="export")
+    max_batch: int = _flag(16, "SavedModel signatures: largest batch accepted", group="export")
+    representative_dir: str = _flag("", "TFLite int8: calibration images (default: the data "
+                                    "set's trainA / trainB)", group="export")
 
     # ---- evaluation ----
     inception_weights: str = _flag("imagenet", "eval phase: Inception-v3 weights (imagenet "
@@ -145,7 +152,8 @@ class Config:
     def validate(self) -> "Config":
         """Raise ConfigError naming the flag for any impossible value."""
         for name in ("epoch", "iteration", "batch_size", "print_freq", "save_freq", "ch",
-                     "n_critic", "keep_checkpoints"):
+                     "n_critic", "keep_checkpoints", "version", "max_bytes", "max_pixels",
+                     "max_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{name} must be a whole number >= 1, got {value!r}")

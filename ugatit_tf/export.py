@@ -71,7 +71,7 @@ BYTES_SIGNATURES = ("serving_default", "a2b_bytes", "b2a_bytes", "a2b_bytes_mode
 FLOAT_SIGNATURES = ("a2b", "b2a")
 SIGNATURES = BYTES_SIGNATURES + FLOAT_SIGNATURES
 
-README_PATH = "/tmp/export_readme.md"
+README_PATH = ""  # "": export_dir/README.md; None: no README
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 # A flatbuffer cannot exceed 2 GiB; keep a margin for the graph and metadata.
@@ -890,6 +890,8 @@ def export_models(config: Config, export_dir: str | None = None,
         text = serving_instructions(export_dir, name, config.img_size)
         print(f"[export] SavedModel: {written['saved_model']}")
         print(f"[export] serve it with:\n  {docker_command(export_dir, name)}")
+        if readme_path == "":
+            readme_path = os.path.join(export_dir, "README.md")
         if readme_path:
             _write_atomic(readme_path, text.encode())
             written["readme"] = readme_path
