@@ -74,9 +74,13 @@ def phase_photos(config: Config) -> int:
         return image.numpy(), heatmap.numpy()
 
     output = config.output or os.path.join(config.result_dir, config.model_dir, "photos")
-    summary = translate_paths(config.input, output, translate, img_size=config.img_size,
-                              face_crop=config.face_crop, paste_back=config.paste_back,
-                              fallback=config.fallback)
+    try:
+        summary = translate_paths(config.input, output, translate, img_size=config.img_size,
+                                  face_crop=config.face_crop, paste_back=config.paste_back,
+                                  fallback=config.fallback)
+    except ValueError as e:  # bad --input / --output (nothing was written)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0 if summary.n_failed == 0 else 1
 
 
