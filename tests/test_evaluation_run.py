@@ -244,15 +244,7 @@ def test_missing_imagenet_weights_is_one_clear_line(setup, tmp_path, monkeypatch
     assert "--inception_weights PATH" in err[0]
 
 
-def _trainer_calls_eval():
-    import inspect
-
-    from ugatit_tf import trainer
-    return "evaluate_during_training" in inspect.getsource(trainer)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _trainer_calls_eval(), reason="trainer.py has no --eval_freq hook yet")
 def test_training_with_eval_freq_logs_eval_scalars(setup, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

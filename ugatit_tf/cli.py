@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .config import Config, ConfigError, add_config_flags, config_from_args
@@ -41,6 +42,10 @@ def phase_train(config: Config) -> int:
     from .trainer import Trainer
     trainer = Trainer(config)
     result = trainer.train()
+    if result.get("interrupted") and result["end"] < trainer.total_iterations:
+        # the trainer said where the checkpoint is; a non-zero status tells schedulers the
+        # run is not finished (130 for SIGINT, 143 for SIGTERM, as if killed by the signal)
+        return 128 + int(signal.Signals[result["interrupted"]])
     last = result["last"]
     if last:
         print(f" [*] Training finished at iteration {result['end']}: "
@@ -101,7 +106,9 @@ def phase_eval(config: Config) -> int:
 
 
 def phase_check(config: Config) -> int:
-    from .data import check_dataset
+    """Scan trainA, trainB, testA, testB with PIL and print what training would do with each
+    file; exit 0 if training can proceed, 1 if a training folder has no usable image."""
+    from .datacheck import check_dataset
     report = check_dataset(config)
     print(report.text())
     return 0 if report.usable else 1

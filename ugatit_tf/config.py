@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 
 GAN_TYPES = ("lsgan", "gan", "hinge", "wgan-gp", "wgan-lp", "dragan")
@@ -86,6 +87,19 @@ class Config:
     keep_checkpoints: int = _flag(3, "how many recent checkpoints to keep", group="port")
     deterministic: bool = _flag(False, "bitwise-reproducible training (seeds + TensorFlow op "
                                 "determinism; slower)", group="port")
+
+    # ---- scale and speed (issue 7) ----
+    strategy: str = _flag("default", "train phase: default (one device), mirrored (all local "
+                          "GPUs, else all logical CPUs) or multiworker (MultiWorkerMirrored"
+                          "Strategy, cluster from TF_CONFIG); --batch_size is the GLOBAL batch",
+                          choices=("default", "mirrored", "multiworker"), group="scale")
+    mixed_precision: str = _flag("none", "train phase: Keras mixed precision policy: none "
+                                 "(float32), mixed_float16 (with loss scaling) or "
+                                 "mixed_bfloat16; norms, losses and spectral norm stay float32",
+                                 choices=("none", "mixed_float16", "mixed_bfloat16"),
+                                 group="scale")
+    jit_compile: bool = _flag(False, "train phase: compile the D and G steps with XLA",
+                              group="scale")
 
     # ---- test phase on your own photos / videos ----
     input: str = _flag("", "test phase: translate this file, folder, glob or video instead of "
@@ -166,6 +180,14 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"--{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= 2**32 - 2:
+            raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 2} (domain B "
+                              f"uses seed + 1), got {self.seed!r}")
+        if not self.dataset or self.dataset in (".", "..") or "/" in self.dataset or (
+                os.sep in self.dataset):
+            raise ConfigError(f"--dataset must be a folder name under --dataset_dir (it also "
+                              f"names the checkpoint folder), not a path; got "
+                              f"{self.dataset!r}: use --dataset_dir for the parent folder")
         if self.gan_type not in GAN_TYPES:
             raise ConfigError(f"--gan_type must be one of {', '.join(GAN_TYPES)}; "
                               f"got {self.gan_type!r}")
@@ -174,6 +196,11 @@ class Config:
                               f"got {self.variant!r}")
         if self.phase not in PHASES:
             raise ConfigError(f"--phase must be one of {', '.join(PHASES)}; got {self.phase!r}")
+        for f in fields(self):  # the other fields with a fixed set of values
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{f.name} must be one of {', '.join(choices)}; "
+                                  f"got {getattr(self, f.name)!r}")
         if self.img_ch != 3:
             raise ConfigError(f"--img_ch must be 3 (RGB; the original's generators always "
                               f"output 3 channels), got {self.img_ch!r}")

@@ -72,15 +72,20 @@ class SpectralNorm:
         fan_in = 1
         for d in kernel.shape[:-1]:
             fan_in *= d
+        # u and v are read in float32 (no autocast under mixed precision) and assigned in
+        # every replica of a distributed step with the same value (they depend only on the
+        # kernel and the previous u, which are in sync): ONLY_FIRST_REPLICA keeps the
+        # copies identical without any cross-replica communication.
+        sync = dict(trainable=False, autocast=False, aggregation="only_first_replica")
         if mode == "tf1":
-            self.u = layer.add_weight(name="u", shape=(1, out), trainable=False,
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0))
+            self.u = layer.add_weight(name="u", shape=(1, out),
+                                      initializer=keras.initializers.RandomNormal(0.0, 1.0),
+                                      **sync)
             self.v = None
         elif mode == "torch":
-            self.u = layer.add_weight(name="u", shape=(out,), trainable=False,
-                                      initializer=_UnitNormal())
-            self.v = layer.add_weight(name="v", shape=(fan_in,), trainable=False,
-                                      initializer=_UnitNormal())
+            self.u = layer.add_weight(name="u", shape=(out,), initializer=_UnitNormal(), **sync)
+            self.v = layer.add_weight(name="v", shape=(fan_in,), initializer=_UnitNormal(),
+                                      **sync)
         else:
             raise ValueError(f"unknown spectral norm mode {mode!r}")
         # Attributes of the layer, so that tf.train.Checkpoint and SavedModel track them.
@@ -98,7 +103,9 @@ class SpectralNorm:
         return tf.reshape(w, [w.shape[0], -1])
 
     def normalized(self, training):
-        w = self.kernel
+        """The normalised kernel, in the kernel's (float32) dtype: the power iteration never
+        runs in half precision."""
+        w = tf.convert_to_tensor(self.kernel)
         if self.mode == "tf1":
             w_mat = tf.reshape(w, [-1, w.shape[-1]])
             u = tf.convert_to_tensor(self.u)
@@ -149,10 +156,21 @@ def _join(*parts):
 
 class Conv(CheckpointNamed):
     """Padded convolution as in the original's `conv()`: explicit (before, after) padding
-    (reflect or zero), a VALID convolution, optional spectral norm and bias."""
+    (reflect or zero), a VALID convolution, optional spectral norm and bias.
+
+    Two exact rewrites of the original's layer sequences, for speed:
+    - `cam_halves=True` (the conv_1x1 after CAM): the original convolves the concatenation
+      [x * w_gap, x * w_gmp] (2C channels); `call(x, scales=(w_gap, w_gmp))` takes x itself
+      and folds the scales into ONE C-channel kernel, w_gap * K[:C] + w_gmp * K[C:] (half the
+      FLOPs; the kernel variable keeps the original's [1, 1, 2C, out] shape).
+    - `call(x, upsample=True)` computes conv3x3(reflect_pad1(nearest_upsample_2x(x))) without
+      materialising the upsampled map (see `upsample_conv3x3`): 16 instead of 36 multiply-adds
+      per input pixel and channel pair.
+    Weights are float32 variables read without Keras autocast; `call` casts them to the
+    input's dtype (the compute dtype under mixed precision); spectral norm runs in float32."""
 
     def __init__(self, filters, kernel_size, stride=1, pads=(0, 0), pad_type="reflect",
-                 use_bias=True, sn=None, **kwargs):
+                 use_bias=True, sn=None, cam_halves=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
@@ -161,22 +179,36 @@ class Conv(CheckpointNamed):
         self.pad_type = pad_type
         self.use_bias = use_bias
         self.sn_mode = sn
+        self.cam_halves = cam_halves
 
-    def build(self, input_shape):
+    def build(self, input_shape, **_):
         k = self.kernel_size
-        self.kernel = self.add_weight(name="kernel", shape=(k, k, input_shape[-1], self.filters),
-                                      initializer=weight_init())
-        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        channels = input_shape[-1] * (2 if self.cam_halves else 1)
+        self.kernel = self.add_weight(name="kernel", shape=(k, k, channels, self.filters),
+                                      initializer=weight_init(), autocast=False)
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros",
+                                     autocast=False)
                      if self.use_bias else None)
         self.sn = SpectralNorm(self, self.kernel, self.sn_mode) if self.sn_mode else None
 
-    def call(self, x, training=False):
-        before, after = self.pads
-        if before or after:
-            mode = "REFLECT" if self.pad_type == "reflect" else "CONSTANT"
-            x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode=mode)
+    def call(self, x, training=False, scales=None, upsample=False):
         kernel = self.sn.normalized(training) if self.sn else self.kernel
-        x = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=self.stride, padding="VALID")
+        if self.cam_halves:
+            if scales is None:
+                raise ValueError(f"{self.name}: a cam_halves conv needs scales=(w_gap, w_gmp)")
+            kernel = fold_cam_halves(kernel, *scales)
+        if upsample:
+            if (self.kernel_size, self.stride, self.pads, self.pad_type) != \
+                    (3, 1, (1, 1), "reflect"):
+                raise ValueError(f"{self.name}: upsample=True needs a 3x3 stride-1 reflect-pad-1 "
+                                 f"convolution")
+            x = upsample_conv3x3(x, tf.cast(kernel, x.dtype))
+        else:
+            before, after = self.pads
+            if before or after:
+                mode = "REFLECT" if self.pad_type == "reflect" else "CONSTANT"
+                x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode=mode)
+            x = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=self.stride, padding="VALID")
         if self.bias is not None:
             x = tf.nn.bias_add(x, tf.cast(self.bias, x.dtype))
         return x
@@ -219,8 +251,9 @@ class Dense(CheckpointNamed):
         if len(input_shape) == 4:
             self.input_spatial = tuple(input_shape[1:])
         self.kernel = self.add_weight(name="kernel", shape=(fan_in, self.units),
-                                      initializer=weight_init())
-        self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+                                      initializer=weight_init(), autocast=False)
+        self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros",
+                                     autocast=False)
                      if self.use_bias else None)
 
     def call(self, x):
@@ -247,29 +280,53 @@ class Dense(CheckpointNamed):
         return out
 
 
-def _moments(x, axes, unbiased):
-    mean, var = tf.nn.moments(x, axes=axes, keepdims=True)
-    if unbiased:
-        n = 1
-        for a in axes:
-            n *= x.shape[a]
-        var = var * (n / (n - 1))
-    return mean, var
+def _instance_moments(x32):
+    """Biased per-sample, per-channel mean and variance over H, W: [N, 1, 1, C] each."""
+    return tf.nn.moments(x32, axes=[1, 2], keepdims=True)
 
 
-def _instance_and_layer_norm(x, unbiased):
-    """(x_in, x_ln): instance-normalised (over H, W) and layer-normalised (over H, W, C)."""
-    x32 = wide(x)
-    in_mean, in_var = _moments(x32, [1, 2], unbiased)
-    ln_mean, ln_var = _moments(x32, [1, 2, 3], unbiased)
-    x_in = (x32 - in_mean) * tf.math.rsqrt(in_var + EPS)
-    x_ln = (x32 - ln_mean) * tf.math.rsqrt(ln_var + EPS)
-    return x_in, x_ln
+def _layer_moments(in_mean, in_var):
+    """Biased per-sample moments over H, W, C from the instance moments (law of total
+    variance: no second pass over the feature map, no cancellation): [N, 1, 1, 1] each."""
+    ln_mean = tf.reduce_mean(in_mean, axis=3, keepdims=True)
+    ln_var = tf.reduce_mean(in_var + tf.square(in_mean - ln_mean), axis=3, keepdims=True)
+    return ln_mean, ln_var
+
+
+def _spatial_count(x, channels=False):
+    n = x.shape[1] * x.shape[2]
+    return n * x.shape[3] if channels else n
+
+
+def _layer_instance_affine(x32, rho, unbiased):
+    """(scale, shift) [N, 1, 1, C] with rho * IN(x) + (1 - rho) * LN(x) == x * scale + shift.
+
+    IN(x) = (x - m_in) * r_in and LN(x) = (x - m_ln) * r_ln are both affine in x with
+    per-sample, per-channel coefficients, so their mix is one multiply-add per element
+    instead of two normalised copies of the feature map."""
+    in_mean, in_var = _instance_moments(x32)
+    ln_mean, ln_var = _layer_moments(in_mean, in_var)
+    if unbiased:  # torch: N-1 variance for both statistics
+        n_in, n_ln = _spatial_count(x32), _spatial_count(x32, channels=True)
+        in_var = in_var * (n_in / (n_in - 1))
+        ln_var = ln_var * (n_ln / (n_ln - 1))
+    r_in = tf.math.rsqrt(in_var + EPS)
+    r_ln = tf.math.rsqrt(ln_var + EPS)
+    scale = rho * r_in + (1.0 - rho) * r_ln
+    shift = -(rho * in_mean * r_in + (1.0 - rho) * ln_mean * r_ln)
+    return scale, shift
+
+
+def _apply_affine(x, x32, scale, shift):
+    """x * scale + shift in float32 (statistics and mixing stay float32 under mixed
+    precision), returned in x's dtype."""
+    return tf.cast(x32 * scale + shift, x.dtype)
 
 
 class InstanceNorm(CheckpointNamed):
     """Instance norm (biased variance, eps 1e-5); affine in TF1 (tf.contrib instance_norm),
-    plain in PyTorch (nn.InstanceNorm2d)."""
+    plain in PyTorch (nn.InstanceNorm2d). Computed as one multiply-add with per-channel
+    scale = gamma / sqrt(var + eps) and shift = beta - mean * scale."""
 
     def __init__(self, affine=True, **kwargs):
         super().__init__(**kwargs)
@@ -278,16 +335,21 @@ class InstanceNorm(CheckpointNamed):
     def build(self, input_shape):
         c = input_shape[-1]
         if self.affine:
-            self.gamma = self.add_weight(name="gamma", shape=(c,), initializer="ones")
-            self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros")
+            self.gamma = self.add_weight(name="gamma", shape=(c,), initializer="ones",
+                                         autocast=False)
+            self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros",
+                                        autocast=False)
 
     def call(self, x):
         x32 = wide(x)
-        mean, var = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
-        y = (x32 - mean) * tf.math.rsqrt(var + EPS)
+        mean, var = _instance_moments(x32)
+        scale = tf.math.rsqrt(var + EPS)
         if self.affine:
-            y = y * tf.cast(self.gamma, y.dtype) + tf.cast(self.beta, y.dtype)
-        return tf.cast(y, x.dtype)
+            scale = scale * tf.cast(self.gamma, x32.dtype)
+            shift = tf.cast(self.beta, x32.dtype) - mean * scale
+        else:
+            shift = -mean * scale
+        return _apply_affine(x, x32, scale, shift)
 
     def checkpoint_entries(self, flavour):
         if not self.affine:
@@ -296,13 +358,18 @@ class InstanceNorm(CheckpointNamed):
                 _join(self.tf1_scope, "beta"): Entry(self.beta, "vector")}
 
 
+# rho is assigned by the optimizer's constraint inside each replica of a distributed step,
+# always with the same value: keep the first replica's (no communication needed).
+_RHO_ARGS = dict(autocast=False, aggregation="only_first_replica")
+
+
 class AdaLIN(CheckpointNamed):
     """Adaptive Layer-Instance Normalization.
 
     out = (rho * x_in + (1 - rho) * x_ln) * gamma + beta, with gamma and beta [N, C] from the
     MLP and a learned per-channel rho kept in [0, 1]. TF1: rho starts at 1.0, biased moments,
     and with smoothing the forward pass uses clip(rho - 0.1, 0, 1). PyTorch: rho starts at 0.9,
-    unbiased variance, no smoothing."""
+    unbiased variance, no smoothing. Statistics, mixing and the affine part are float32."""
 
     def __init__(self, smoothing=True, rho_init=1.0, unbiased=False, **kwargs):
         super().__init__(**kwargs)
@@ -313,17 +380,17 @@ class AdaLIN(CheckpointNamed):
     def build(self, x_shape, gamma_shape=None, beta_shape=None):
         self.rho = self.add_weight(name="rho", shape=(x_shape[-1],),
                                    initializer=keras.initializers.Constant(self.rho_init),
-                                   constraint=ClipRho())
+                                   constraint=ClipRho(), **_RHO_ARGS)
 
     def call(self, x, gamma, beta):
-        x_in, x_ln = _instance_and_layer_norm(x, self.unbiased)
-        rho = tf.cast(self.rho, x_in.dtype)
+        x32 = wide(x)
+        rho = tf.cast(self.rho, x32.dtype)
         if self.smoothing:
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
-        y = rho * x_in + (1.0 - rho) * x_ln
-        gamma = tf.cast(gamma, y.dtype)[:, None, None, :]
-        beta = tf.cast(beta, y.dtype)[:, None, None, :]
-        return tf.cast(y * gamma + beta, x.dtype)
+        scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
+        gamma = tf.cast(gamma, x32.dtype)[:, None, None, :]
+        beta = tf.cast(beta, x32.dtype)[:, None, None, :]
+        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta)
 
     def checkpoint_entries(self, flavour):
         if flavour == "tf1":
@@ -341,15 +408,17 @@ class LIN(CheckpointNamed):
     def build(self, input_shape):
         c = input_shape[-1]
         self.rho = self.add_weight(name="rho", shape=(c,), initializer="zeros",
-                                   constraint=ClipRho())
-        self.gamma = self.add_weight(name="gamma", shape=(c,), initializer="ones")
-        self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros")
+                                   constraint=ClipRho(), **_RHO_ARGS)
+        self.gamma = self.add_weight(name="gamma", shape=(c,), initializer="ones",
+                                     autocast=False)
+        self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros",
+                                    autocast=False)
 
     def call(self, x):
-        x_in, x_ln = _instance_and_layer_norm(x, self.unbiased)
-        rho, gamma, beta = (tf.cast(v, x_in.dtype) for v in (self.rho, self.gamma, self.beta))
-        y = rho * x_in + (1.0 - rho) * x_ln
-        return tf.cast(y * gamma + beta, x.dtype)
+        x32 = wide(x)
+        rho, gamma, beta = (tf.cast(v, x32.dtype) for v in (self.rho, self.gamma, self.beta))
+        scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
+        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta)
 
     def checkpoint_entries(self, flavour):
         if flavour == "tf1":
@@ -377,8 +446,10 @@ class CAM(CheckpointNamed):
     def build(self, input_shape):
         c = input_shape[-1]
         if self.variant == "tf1":
-            self.kernel = self.add_weight(name="kernel", shape=(c, 1), initializer=weight_init())
-            self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
+            self.kernel = self.add_weight(name="kernel", shape=(c, 1), initializer=weight_init(),
+                                          autocast=False)
+            self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros",
+                                        autocast=False)
             self.sn = SpectralNorm(self, self.kernel, self.sn_mode) if self.sn_mode else None
         else:
             self.gap_layer = _BareKernel(c, self.sn_mode, name="gap_fc")
@@ -386,22 +457,28 @@ class CAM(CheckpointNamed):
             self.gap_layer.build(input_shape)
             self.gmp_layer.build(input_shape)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, scales_only=False):
+        """(map, logit): map = [x * w_gap, x * w_gmp] (2C channels), logit [N, 2] float32.
+        With scales_only=True, ((w_gap, w_gmp), logit) instead: the two float32 [C] scales
+        without the map, for a `Conv(cam_halves=True)` that folds them into its kernel."""
         x32 = wide(x)
         gap = tf.reduce_mean(x32, axis=[1, 2])
         gmp = tf.reduce_max(x32, axis=[1, 2])
         if self.variant == "tf1":
-            kernel = self.sn.normalized(training) if self.sn else self.kernel
-            weights = kernel[:, 0] + self.bias
-            logit = tf.concat([tf.matmul(gap, kernel), tf.matmul(gmp, kernel)], -1) + self.bias
-            scaled = x32 * weights
-            out = tf.concat([scaled, scaled], axis=-1)
+            kernel = self.sn.normalized(training) if self.sn else tf.convert_to_tensor(self.kernel)
+            bias = tf.convert_to_tensor(self.bias)
+            weights = kernel[:, 0] + bias
+            logit = tf.concat([tf.matmul(gap, kernel), tf.matmul(gmp, kernel)], -1) + bias
+            scales = (weights, weights)
         else:
             gap_k = self.gap_layer.effective(training)
             gmp_k = self.gmp_layer.effective(training)
             logit = tf.concat([tf.matmul(gap, gap_k), tf.matmul(gmp, gmp_k)], -1)
-            out = tf.concat([x32 * self.gap_layer.kernel[:, 0], x32 * self.gmp_layer.kernel[:, 0]],
-                            axis=-1)
+            scales = (tf.convert_to_tensor(self.gap_layer.kernel)[:, 0],
+                      tf.convert_to_tensor(self.gmp_layer.kernel)[:, 0])
+        if scales_only:
+            return scales, logit
+        out = tf.concat([x32 * scales[0], x32 * scales[1]], axis=-1)
         return tf.cast(out, x.dtype), logit
 
     def checkpoint_entries(self, flavour):
@@ -437,11 +514,11 @@ class _BareKernel(keras.layers.Layer):
 
     def build(self, input_shape):
         self.kernel = self.add_weight(name="kernel", shape=(self.channels, 1),
-                                      initializer=weight_init())
+                                      initializer=weight_init(), autocast=False)
         self.sn = SpectralNorm(self, self.kernel, self.sn_mode) if self.sn_mode else None
 
     def effective(self, training):
-        return self.sn.normalized(training) if self.sn else self.kernel
+        return self.sn.normalized(training) if self.sn else tf.convert_to_tensor(self.kernel)
 
 
 def nearest_upsample_2x(x):
@@ -452,3 +529,53 @@ def nearest_upsample_2x(x):
     x = x[:, :, None, :, None, :]
     x = tf.broadcast_to(x, [n, h, 2, w, 2, c])
     return tf.reshape(x, [n, h * 2, w * 2, c])
+
+
+def fold_cam_halves(kernel, w_gap, w_gmp):
+    """A 1x1 kernel [1, 1, 2C, out] applied to [x * w_gap, x * w_gmp] equals the kernel
+    [1, 1, C, out] w_gap * K[:C] + w_gmp * K[C:] applied to x (exact up to rounding).
+    Computed in float32 (the scales may arrive in the compute dtype)."""
+    k = tf.convert_to_tensor(kernel)
+    c = k.shape[2] // 2
+    w_gap = tf.cast(w_gap, k.dtype)[:, None]
+    w_gmp = tf.cast(w_gmp, k.dtype)[:, None]
+    return (w_gap * k[0, 0, :c] + w_gmp * k[0, 0, c:])[None, None]
+
+
+# conv3x3(reflect_pad1(upsample2x(x))) as a stride-2 transposed convolution: along each
+# axis, output 2i sees (x[i-1], x[i], x[i]) and output 2i+1 sees (x[i], x[i], x[i+1]) (the
+# reflect-padded upsampled map repeats x's edge), so each output is a 2-tap filter over x
+# edge-padded by 1 (xp[j] = x[j-1]): y[2i] = xp[i] K0 + xp[i+1] (K1 + K2) and y[2i+1] =
+# xp[i+1] (K0 + K1) + xp[i+2] K2. A transposed convolution with stride 2 computes
+# out[q] = sum_j xp[j] W[q - 2j]; with the 4-tap kernel W = (K2, K1 + K2, K0 + K1, K0), whose
+# rows are these combinations of K's rows, out[p + 3] = y[p].
+_UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv3x3(x, kernel):
+    """conv3x3_VALID(reflect_pad_1(nearest_upsample_2x(x))) without building the upsampled
+    map: a stride-2 transposed convolution of x edge-padded by 1 with a 4x4 kernel made of
+    sums of the 3x3 kernel's taps (see _UPSAMPLE_TAPS), cropped by 3 on each side. Exact up
+    to rounding; 16 instead of 36 multiply-adds per input pixel and channel pair, forward and
+    backward, and no full-resolution copy of the input.
+    x [N, H, W, C], kernel [3, 3, C, O] (already in x's dtype) -> [N, 2H, 2W, O]."""
+    c, o = kernel.shape[2], kernel.shape[3]
+    taps = tf.constant(_UPSAMPLE_TAPS, kernel.dtype)                        # [4, 3]
+    w = tf.reshape(tf.matmul(taps, tf.reshape(kernel, [3, -1])), [4, 3, c, o])  # rows
+    w = tf.transpose(w, [1, 0, 2, 3])                                       # [3, 4, C, O]
+    w = tf.reshape(tf.matmul(taps, tf.reshape(w, [3, -1])), [4, 4, c, o])   # columns
+    w = tf.transpose(w, [1, 0, 3, 2])                      # [rows, cols, O, C]: transpose_conv
+    xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
+    dynamic = tf.shape(x)
+    h = x.shape[1] if x.shape[1] is not None else dynamic[1]
+    width = x.shape[2] if x.shape[2] is not None else dynamic[2]
+    if x.dtype in (tf.float32, tf.float64):
+        # explicit padding crops inside the op (fastest in float32 here)
+        return tf.nn.conv2d_transpose(xp, w, tf.stack([dynamic[0], 2 * h, 2 * width, o]),
+                                      strides=2, padding=[[0, 0], [3, 3], [3, 3], [0, 0]])
+    # half types: TensorFlow's oneDNN kernels take SAME/VALID only (the explicit-padding op
+    # falls back to a generic kernel that is ~30x slower in bfloat16). SAME pads the
+    # transposed convolution by 1 on each side, so out[p + 3] is at p + 2.
+    y = tf.nn.conv2d_transpose(xp, w, tf.stack([dynamic[0], 2 * h + 4, 2 * width + 4, o]),
+                               strides=2, padding="SAME")
+    return y[:, 2:2 * h + 2, 2:2 * width + 2, :]

@@ -18,6 +18,7 @@ import tensorflow as tf
 from .config import Config, conv_pads, discriminator_layer_counts
 from .layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry, InstanceNorm,
                      nearest_upsample_2x, wide)
+from .layers import nearest_upsample_2x as _layers_upsample
 
 
 def _pads(kernel, stride, pad, variant):
@@ -137,8 +138,9 @@ class Generator(keras.Model):
                         name=f"resblock_{k}") for k in range(config.n_res)])
         self.cam = CAM(variant=variant, sn=None, tf1_scope="CAM_logit", torch_prefix="",
                        name="CAM_logit")
-        self.conv_1x1 = Conv(ch, 1, 1, use_bias=True, tf1_scope="conv_1x1/conv2d",
-                             torch_prefix="conv1x1", name="conv_1x1")
+        self.conv_1x1 = Conv(ch, 1, 1, use_bias=True, cam_halves=True,
+                             tf1_scope="conv_1x1/conv2d", torch_prefix="conv1x1",
+                             name="conv_1x1")
         self.mlp = MLP(config.mlp_width, config.light, variant, name="MLP")
         self.ada_resblocks = _tracked(self, "adaptive_resblock", [
             AdaLINResnetBlock(ch, variant, config.smoothing, f"adaptive_resblock{k}",
@@ -168,15 +170,21 @@ class Generator(keras.Model):
 
     def call(self, x, training=False):
         x = self.encode(x)
-        x, cam_logit = self.cam(x)
-        x = tf.nn.relu(self.conv_1x1(x))
+        # CAM's two scaled copies of x and the 1x1 conv over their concatenation, folded
+        # into one 1x1 conv over x (Conv(cam_halves=True)): same math, half the FLOPs
+        scales, cam_logit = self.cam(x, scales_only=True)
+        x = tf.nn.relu(self.conv_1x1(x, scales=scales))
         heatmap = tf.reduce_sum(wide(x), axis=-1)
         gamma, beta = self.mlp(x)
         for block in self.ada_resblocks:
             x = block(x, gamma, beta)
         for conv, norm in zip(self.up_convs, self.up_norms):
-            x = nearest_upsample_2x(x)
-            x = tf.nn.relu(norm(conv(x)))
+            if nearest_upsample_2x is _layers_upsample:
+                # nearest x2 + reflect pad + conv3x3 as one sub-pixel convolution
+                x = conv(x, upsample=True)
+            else:  # an exporter swapped in its own upsampling op: use it as written
+                x = conv(nearest_upsample_2x(x))
+            x = tf.nn.relu(norm(x))
         x = tf.tanh(wide(self.g_logit(x)))
         return x, cam_logit, heatmap
 
@@ -222,8 +230,9 @@ class DiscriminatorHead(keras.layers.Layer):
                               torch_prefix=f"model.{1 + 3 * n_down}", name="conv_last")
         self.cam = CAM(variant=variant, sn=sn, tf1_scope=f"{tf1_scope}/CAM_logit",
                        torch_prefix="", name="CAM_logit")
-        self.conv_1x1 = Conv(ch, 1, 1, use_bias=True, tf1_scope=f"{tf1_scope}/conv_1x1/conv2d",
-                             torch_prefix="conv1x1", name="conv_1x1")
+        self.conv_1x1 = Conv(ch, 1, 1, use_bias=True, cam_halves=True,
+                             tf1_scope=f"{tf1_scope}/conv_1x1/conv2d", torch_prefix="conv1x1",
+                             name="conv_1x1")
         self.d_logit = Conv(1, 4, 1, _pads(4, 1, 1, variant), use_bias=tf1, sn=sn,
                             tf1_scope=f"{tf1_scope}/D_logit{conv_scope}", torch_prefix="conv",
                             name="D_logit")
@@ -232,8 +241,8 @@ class DiscriminatorHead(keras.layers.Layer):
         for conv in self.convs:
             x = tf.nn.leaky_relu(conv(x, training=training), 0.2)
         x = tf.nn.leaky_relu(self.conv_last(x, training=training), 0.2)
-        x, cam_logit = self.cam(x, training=training)
-        x = tf.nn.leaky_relu(self.conv_1x1(x), 0.2)
+        scales, cam_logit = self.cam(x, training=training, scales_only=True)
+        x = tf.nn.leaky_relu(self.conv_1x1(x, scales=scales), 0.2)
         heatmap = tf.reduce_sum(wide(x), axis=-1)
         logit = wide(self.d_logit(x, training=training))
         return logit, cam_logit, heatmap
