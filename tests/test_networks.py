@@ -20,7 +20,7 @@ def float64_models(request):
     """Build every model of this file in float64, so the comparison with the float64
     reference checks the math itself (float32 rounding alone reaches 1e-4 on outputs in the
     hundreds)."""
-    if request.node.name.startswith("test_float32"):
+    if request.node.get_closest_marker("float32"):
         yield
         return
     old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
@@ -308,6 +308,7 @@ def test_parameter_counts_light_and_discriminators():
 
 
 @pytest.mark.slow
+@pytest.mark.float32  # 279M parameters: float64 would need twice the memory for nothing
 def test_parameter_count_full_generator():
     assert count_params(build_generator(Config(light=False), "generator_B")) == 278_970_308
 
@@ -431,6 +432,7 @@ def test_model_dir_like_original():
         "UGATIT_light_x_lsgan_4resblock_6dis_1_1_10_10_1000_pytorch"
 
 
+@pytest.mark.float32
 def test_float32_models_match_reference_to_float32_precision():
     """The production dtype: float32 outputs stay within float32 rounding of the reference."""
     assert keras.config.dtype_policy().name == "float32"
