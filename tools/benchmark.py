@@ -2,7 +2,8 @@
 """Speed benchmark of U-GAT-IT on synthetic data (no data set needed).
 
     python tools/benchmark.py infer --configs light:256:64:4 --json
-    python tools/benchmark.py train --configs light:64:16:4,light:64:32:4,light:128:32:4,light:256:64:4 --json
+    python tools/benchmark.py train --json \
+        --configs light:64:16:4,light:64:32:4,light:128:32:4,light:256:64:4
     python tools/benchmark.py train --configs light:256:64:4 --mixed_precision mixed_bfloat16
     python tools/benchmark.py tflite --configs light:256:64:4 --json
 

@@ -40,6 +40,12 @@ be a shared (or identically copied) folder; the trainer checks that all workers 
 the same iteration. A checkpoint written by any strategy loads on one device
 (`checkpoints.load_networks`) and resumes with any other strategy.
 
+XLA (`--jit_compile True`) compiles the update of each step (losses, gradients, optimizer)
+on one replica; with several replicas it is refused (XLA cannot compile the cross-replica
+synchronisation inside the step). The gradient penalties' random numbers are drawn outside
+the compiled part: XLA's random number generators give other numbers than TensorFlow's
+for the same generator state, and drawing them outside keeps XLA and plain runs identical.
+
 Mixed precision
 ---------------
 `mixed_bfloat16` / `mixed_float16` set the Keras dtype policy while the networks are built:
