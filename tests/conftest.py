@@ -1,13 +1,12 @@
-"""Test setup: quiet TensorFlow, the repo root and tests/ importable, fixed seeds."""
+"""Test setup: quiet TensorFlow, the repo root importable, Keras state freed between files."""
 
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "tests")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if ROOT not in sys.path:  # `ugatit_tf`, `tools` and `tests.reference` importable from any folder
+    sys.path.insert(0, ROOT)
 
 import tensorflow as tf  # noqa: E402
 

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ugatit_tf.benchmarking import main  # noqa: E402
+from tools.benchmarking import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

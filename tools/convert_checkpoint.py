@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ugatit_tf.conversion import main  # noqa: E402
+from ugatit_tf.convert.checkpoint import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

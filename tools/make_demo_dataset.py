@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ugatit_tf.demo_data import generate_demo_dataset  # noqa: E402
+from tools.demo_data import generate_demo_dataset  # noqa: E402
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from .config import Config, ConfigError, add_config_flags, config_from_args
+from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def print_info(config: Config) -> None:
 
 
 def phase_train(config: Config) -> int:
-    from .trainer import Trainer
+    from ugatit_tf.train.trainer import Trainer
     trainer = Trainer(config)
     result = trainer.train()
     if result.get("interrupted") and result["end"] < trainer.total_iterations:
@@ -58,7 +58,7 @@ def phase_train(config: Config) -> int:
 def phase_test(config: Config) -> int:
     if config.input:
         return phase_photos(config)
-    from .trainer import run_test
+    from ugatit_tf.train.trainer import run_test
     run_test(config)
     return 0
 
@@ -66,8 +66,8 @@ def phase_test(config: Config) -> int:
 def phase_photos(config: Config) -> int:
     import tensorflow as tf
 
-    from .checkpoints import load_networks
-    from .photos import translate_paths
+    from ugatit_tf.model.checkpoints import load_networks
+    from ugatit_tf.infer.photos import translate_paths
 
     nets, prefix = load_networks(config)
     print(f" [*] Loaded {prefix}")
@@ -90,7 +90,7 @@ def phase_photos(config: Config) -> int:
 
 
 def phase_export(config: Config) -> int:
-    from .export import export_models
+    from ugatit_tf.export.saved_model import export_models
     paths = export_models(config, export_dir=config.export_dir,
                           export_format=config.export_format, quantize=config.quantize,
                           version=config.version)
@@ -100,7 +100,7 @@ def phase_export(config: Config) -> int:
 
 
 def phase_eval(config: Config) -> int:
-    from .evaluation_run import run_eval
+    from ugatit_tf.evaluate.run import run_eval
     run_eval(config)
     return 0
 
@@ -108,7 +108,7 @@ def phase_eval(config: Config) -> int:
 def phase_check(config: Config) -> int:
     """Scan trainA, trainB, testA, testB with PIL and print what training would do with each
     file; exit 0 if training can proceed, 1 if a training folder has no usable image."""
-    from .datacheck import check_dataset
+    from ugatit_tf.data.check import check_dataset
     report = check_dataset(config)
     print(report.text())
     return 0 if report.usable else 1
@@ -120,8 +120,8 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 
 def user_errors() -> tuple:
     """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
-    from .checkpoints import CheckpointError
-    from .data import DataError
+    from ugatit_tf.model.checkpoints import CheckpointError
+    from ugatit_tf.data.pipeline import DataError
     errors = [ConfigError, DataError, CheckpointError]
     for module, name in (("export", "ExportError"), ("evaluation", "InceptionWeightsError"),
                          ("photos", "NoFaceError"), ("faces", "ImageLoadError")):

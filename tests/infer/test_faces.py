@@ -1,0 +1,355 @@
+"""Tests for ugatit_tf.faces / ugatit_tf.photos with a fake translator (no model)."""
+
+import hashlib
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from ugatit_tf.infer import faces as F
+from ugatit_tf.infer import photos as P
+
+# Astronaut (512x512): the whole head (hair, face, chin) is roughly here.
+HEAD = (160, 40, 290, 200)  # x0, y0, x1, y1
+
+
+def fake_translate(batch):
+    """Colour inversion + a heatmap peaked at the centre (16x16)."""
+    batch = np.asarray(batch, np.float32)
+    n = batch.shape[0]
+    yy, xx = np.mgrid[0:16, 0:16]
+    hm = np.exp(-((yy - 7.5) ** 2 + (xx - 7.5) ** 2) / 20.0).astype(np.float32)
+    return -batch, np.repeat(hm[None], n, axis=0)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return F.FaceDetector()
+
+
+def _iou(a, b):
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+    return inter / float(area(a) + area(b) - inter)
+
+
+def _crop_bounds(M, size):
+    inv = cv2.invertAffineTransform(M)
+    pts = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float) @ inv.T
+    return pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
+
+
+def _md5(path):
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+# ---------------------------------------------------------------- detection
+
+def test_detect_astronaut_face_in_expected_region(astronaut, detector):
+    faces = detector.detect(astronaut)
+    assert len(faces) == 1
+    f = faces[0]
+    x, y, w, h = f.box
+    # the face box lies inside the head region (a few px tolerance) and is
+    # a sizeable part of it
+    assert x >= HEAD[0] - 5 and y >= HEAD[1] - 5
+    assert x + w <= HEAD[2] + 5 and y + h <= HEAD[3] + 5
+    assert w * h > 0.3 * (HEAD[2] - HEAD[0]) * (HEAD[3] - HEAD[1])
+    assert f.score >= 5
+    # both eyes found, in the upper half of the face, left one on the left
+    assert f.eyes is not None
+    (xl, yl), (xr, yr) = f.eyes
+    assert x < xl < x + w / 2 < xr < x + w
+    assert y < yl < y + h / 2 and y < yr < y + h / 2
+    assert abs(f.angle) < 8
+
+
+def test_aligned_crop_is_a_centred_head(astronaut, detector):
+    f = detector.detect(astronaut)[0]
+    crop, M = F.align_face(astronaut, f, 256)
+    assert crop.shape == (256, 256, 3) and crop.dtype == np.uint8
+    # the crop square (in photo coordinates) matches the head region
+    assert _iou(_crop_bounds(M, 256), HEAD) > 0.6
+    # face box ~57% of the crop width, its centre a bit above the middle
+    scale = np.sqrt(abs(np.linalg.det(M[:, :2])))
+    assert 0.5 < f.box[2] * scale / 256 < 0.65
+    cx, cy = M @ np.array([*f.center, 1.0])
+    assert abs(cx - 128) < 2 and 100 < cy < 128
+    # eyes are level after alignment
+    (el, er) = [M @ np.array([*e, 1.0]) for e in f.eyes]
+    assert abs(el[1] - er[1]) < 0.5
+
+
+@pytest.mark.parametrize("angle", [-15, 15])
+def test_rotation_alignment_levels_the_eyes(astronaut, detector, angle):
+    R = cv2.getRotationMatrix2D((223, 113), angle, 1.0)
+    rot = cv2.warpAffine(astronaut, R, (512, 512), borderMode=cv2.BORDER_REFLECT)
+    faces = detector.detect(rot)
+    assert len(faces) == 1 and faces[0].eyes is not None
+    assert abs(faces[0].angle - (3.4 - angle)) < 5  # upright astronaut: ~3.4 deg
+    _, M = F.align_face(rot, faces[0], 256)
+    el, er = [M @ np.array([*e, 1.0]) for e in faces[0].eyes]
+    assert abs(el[1] - er[1]) < 0.5 and er[0] > el[0]
+
+
+def test_several_faces_and_nms(astronaut, detector):
+    two = np.hstack([astronaut, astronaut[:, ::-1]])
+    faces = detector.detect(two)
+    assert len(faces) == 2
+    xs = sorted(f.center[0] for f in faces)
+    assert xs[0] < 512 < xs[1]
+    dup = [F.Face((10, 10, 100, 100), 9), F.Face((14, 12, 96, 98), 5),
+           F.Face((300, 10, 100, 100), 7)]
+    kept = F.nms(dup)
+    assert [k.box for k in kept] == [(10, 10, 100, 100), (300, 10, 100, 100)]
+
+
+def test_missing_cascades_give_clear_error(tmp_path):
+    with pytest.raises(F.CascadeNotFoundError, match="opencv-python-headless"):
+        F.FaceDetector(cascade_dir=tmp_path)
+
+
+# ------------------------------------------------------ paste back / crops
+
+def test_paste_back_changes_face_only(astronaut, detector):
+    tr = P.PhotoTranslator(fake_translate, 256, face_crop=True, paste_back=True,
+                           detector=detector)
+    res = tr.translate_photo(astronaut)
+    out = res.output
+    assert res.mode == "face" and len(res.faces) == 1
+    assert out.shape == astronaut.shape and out.dtype == np.uint8
+    # the face (inverted) differs strongly
+    x, y, w, h = res.faces[0].face.box
+    face_diff = np.abs(out[y:y + h, x:x + w].astype(int) - astronaut[y:y + h, x:x + w]).mean()
+    assert face_diff > 60
+    # far from the face: bit-for-bit identical (corners, flag, shuttle, suit)
+    for ys, xs in [(slice(0, 40), slice(0, 40)), (slice(0, 300), slice(0, 110)),
+                   (slice(0, 512), slice(340, 512)), (slice(260, 512), slice(0, 512))]:
+        assert np.array_equal(out[ys, xs], astronaut[ys, xs])
+    # every changed pixel is inside the crop square
+    changed = np.any(out != astronaut, axis=2)
+    yy, xx = np.nonzero(changed)
+    x0, y0, x1, y1 = _crop_bounds(res.faces[0].matrix, 256)
+    assert xx.min() >= x0 - 1 and xx.max() <= x1 + 1
+    assert yy.min() >= y0 - 1 and yy.max() <= y1 + 1
+    # attention: heatmap upsampled to the crop, peaked in the middle
+    hm = res.faces[0].heatmap
+    assert hm.shape == (256, 256) and hm.min() >= 0 and hm.max() <= 1
+    assert hm[128, 128] == pytest.approx(hm.max()) and hm.max() == pytest.approx(1.0)
+    assert hm[0, 0] < 0.05 and np.allclose(hm, hm[::-1, ::-1], atol=1e-5)
+    assert res.sheet.shape[1] > 3 * 256 and res.sheet.shape[0] > 256
+
+
+def test_paste_back_identity_is_nearly_lossless(astronaut, detector):
+    f = detector.detect(astronaut)[0]
+    crop, M = F.align_face(astronaut, f, 256)
+    out = F.paste_back(astronaut, crop, M)
+    diff = np.abs(out.astype(int) - astronaut)
+    assert diff.mean() < 1.5  # resampling blur only
+
+
+def test_no_paste_back_returns_crop(astronaut, detector):
+    tr = P.PhotoTranslator(fake_translate, 128, paste_back=False, detector=detector)
+    res = tr.translate_photo(astronaut)
+    assert res.output.shape == (128, 128, 3)
+    assert np.array_equal(res.output, 255 - res.faces[0].crop)
+
+
+def test_center_crop_and_matrix():
+    img = np.random.default_rng(0).integers(0, 255, (60, 100, 3), dtype=np.uint8)
+    crop, M = F.center_crop(img)
+    assert np.array_equal(crop, img[:, 20:80])
+    small, M2 = F.center_crop(img, 30)
+    assert small.shape == (30, 30, 3)
+    back = F.paste_back(img, crop, M, feather=0, shape="rect")
+    assert np.array_equal(back, img)
+
+
+def test_heatmap_overlay_and_sheet(tmp_path, astronaut):
+    hm = np.zeros((8, 8), np.float32)
+    hm[3:5, 3:5] = 5.0
+    ov = F.heatmap_overlay(astronaut, hm, alpha=0.5)
+    assert ov.shape == astronaut.shape and ov.dtype == np.uint8
+    # jet: hot (red) in the middle, cold (blue) at the corner
+    assert ov[256, 256, 0] > ov[256, 256, 2]
+    assert ov[5, 5, 2] > astronaut[5, 5, 2] * 0.5
+    sheet = F.attention_sheet(astronaut, 255 - astronaut, ov, tmp_path / "s.png")
+    assert (tmp_path / "s.png").is_file()
+    assert sheet.shape[1] >= 3 * 512 and sheet.shape[0] > 512
+    assert np.array_equal(F.load_image(tmp_path / "s.png"), sheet)
+
+
+# ------------------------------------------------------------------ files
+
+def test_exif_orientation_is_respected(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high
+    img[:, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    p = tmp_path / "rot.jpg"
+    Image.fromarray(img).save(p, exif=exif, quality=95)
+    loaded = F.load_image(p)
+    assert loaded.shape == (40, 20, 3)
+    # red (left half) ends up on top after a 90 degree clockwise rotation
+    assert loaded[5, 10, 0] > 200 and loaded[35, 10, 0] < 60
+
+
+def test_load_image_errors_name_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(os.urandom(300))
+    with pytest.raises(F.ImageLoadError, match="broken.jpg"):
+        F.load_image(bad)
+    with pytest.raises(F.ImageLoadError, match="missing.png"):
+        F.load_image(tmp_path / "missing.png")
+
+
+@pytest.fixture
+def photo_folder(tmp_path, astronaut):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astronaut).save(d / "astro.png")
+    Image.fromarray(data.coffee()).save(d / "coffee.jpg", quality=90)
+    (d / "broken.jpg").write_bytes(os.urandom(2048))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_folder_continues_after_errors(tmp_path, photo_folder, detector, capsys):
+    before = {p.name: _md5(p) for p in photo_folder.iterdir()}
+    out = tmp_path / "out"
+    s = P.translate_paths(photo_folder, out, fake_translate, 256, face_crop=True,
+                          paste_back=True, fallback="error", detector=detector,
+                          progress=False)
+    assert s.n_ok == 1 and s.n_failed == 2
+    reasons = dict(s.failed)
+    broken = str(photo_folder / "broken.jpg")
+    coffee = str(photo_folder / "coffee.jpg")
+    assert "broken.jpg" in reasons[broken]
+    assert reasons[coffee] == (f"no face found in {coffee}; use --fallback center "
+                               "to centre-crop instead")
+    assert "Traceback" not in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["astro_sheet.png",
+                                                     "astro_translated.png"]
+    assert F.load_image(out / "astro_translated.png").shape == (512, 512, 3)
+    assert "1/3 translated, 2 failed" in s.report()
+    # inputs untouched
+    assert {p.name: _md5(p) for p in photo_folder.iterdir()} == before
+
+
+def test_fallback_center_succeeds(tmp_path, photo_folder, detector):
+    out = tmp_path / "out"
+    s = P.translate_paths(str(photo_folder / "*.jpg"), out, fake_translate, 256,
+                          fallback="center", detector=detector, progress=False,
+                          verbose=False)
+    assert s.n_ok == 1 and s.n_failed == 1 and s.n_fallback == 1
+    res = F.load_image(out / "coffee_translated.png")
+    coffee = F.load_image(photo_folder / "coffee.jpg")  # the decoded JPEG input
+    assert res.shape == coffee.shape
+    # centre square translated (inverted), the side strips unchanged
+    assert np.abs(res[:, 200:400].astype(int) - (255 - coffee[:, 200:400])).mean() < 25
+    assert np.array_equal(res[:, :90], coffee[:, :90])
+
+
+def test_outputs_never_overwrite_inputs(tmp_path, astronaut, detector):
+    d = tmp_path / "pics"
+    d.mkdir()
+    Image.fromarray(astronaut).save(d / "a.png")
+    Image.fromarray(astronaut[:, ::-1]).save(d / "a.jpg")
+    Image.fromarray(astronaut).save(d / "a_translated.png")
+    before = {p.name: _md5(p) for p in d.iterdir()}
+    with pytest.raises(ValueError, match="never"):
+        P.translate_paths(d, d, fake_translate, 64, detector=detector, progress=False)
+    with pytest.raises(ValueError, match="never"):
+        P.translate_paths(d / "a.png", d, fake_translate, 64, detector=detector,
+                          progress=False)
+    assert {p.name: _md5(p) for p in d.iterdir()} == before
+    # same stems get distinct output names
+    s = P.translate_paths(d, tmp_path / "o", fake_translate, 64, detector=detector,
+                          progress=False, verbose=False, write_sheet=False)
+    assert s.n_ok == 3
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["a_jpg_translated.png", "a_png_translated.png",
+                     "a_translated_translated.png"]
+    assert not any(p.name.startswith(".") for p in (tmp_path / "o").iterdir())
+
+
+# ------------------------------------------------------------------ video
+
+def _write_video(path, n=12, size=64, fps=10.0):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    assert w.isOpened()
+    for i in range(n):
+        frame = np.full((size, size, 3), 20 * i % 255, np.uint8)
+        frame[:, : size // 2, 1] = 200
+        w.write(frame)
+    w.release()
+
+
+def _probe(path):
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return fps, frames
+
+
+def test_video_roundtrip(tmp_path):
+    src = tmp_path / "clip.mp4"
+    _write_video(src)
+    before = _md5(src)
+    dst = tmp_path / "out" / "clip_translated.mp4"
+    vs = P.translate_video(src, dst, fake_translate, 32, progress=False)
+    assert vs.output == str(dst) and dst.is_file() and vs.codec == "mp4v"
+    fps, frames = _probe(dst)
+    assert len(frames) == 12 == vs.frames
+    assert abs(fps - 10.0) < 1e-3
+    assert frames[0].shape == (64, 64, 3)
+    _, src_frames = _probe(src)
+    # frames were inverted
+    assert np.abs(frames[3].astype(int) - (255 - src_frames[3].astype(int))).mean() < 30
+    # no temp files left, input untouched, refuses to write over the input
+    assert [p.name for p in dst.parent.iterdir()] == [dst.name]
+    with pytest.raises(ValueError, match="input"):
+        P.translate_video(src, src, fake_translate, 32, progress=False)
+    with pytest.raises(ValueError, match="input"):
+        P.translate_video(src, tmp_path / "clip.avi", fake_translate, 32, progress=False)
+    assert _md5(src) == before
+
+
+def test_video_face_mode_copies_faceless_frames(tmp_path, detector):
+    src = tmp_path / "clip.mp4"
+    _write_video(src, n=4)
+    vs = P.translate_video(src, tmp_path / "o.mp4", fake_translate, 32, face_crop=True,
+                           fallback="copy", detector=detector, progress=False)
+    assert vs.frames == 4 and vs.copied_frames == 4
+    with pytest.raises(P.NoFaceError):
+        P.translate_video(src, tmp_path / "o2.mp4", fake_translate, 32, face_crop=True,
+                          fallback="error", detector=detector, progress=False)
+    assert not (tmp_path / "o2.mp4").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_progress_bar_eta(capsys):
+    import io
+    buf = io.StringIO()
+    bar = P.ProgressBar(4, label="x", stream=buf)
+    for _ in range(4):
+        bar.update(1)
+    bar.close()
+    text = buf.getvalue()
+    assert "4/4" in text and "ETA" in text

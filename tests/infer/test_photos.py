@@ -1,0 +1,105 @@
+"""`main.py --phase test --input ...`: own photos, folders and videos through a checkpoint."""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import tensorflow as tf
+from PIL import Image
+
+from ugatit_tf import cli
+from ugatit_tf.model.checkpoints import make_checkpoint, model_checkpoint_dir, write_config
+from ugatit_tf.config import Config
+from ugatit_tf.model.networks import Networks
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ck")
+    cfg = Config(dataset="own", light=True, img_size=32, ch=4, n_res=2, n_dis=4,
+                 checkpoint_dir=str(root), result_dir=str(root / "results"))
+    nets = Networks(cfg, discriminators=True)
+    folder = model_checkpoint_dir(cfg)
+    tf.train.CheckpointManager(make_checkpoint(nets), folder, 1).save(checkpoint_number=1)
+    write_config(folder, cfg)
+    return cfg
+
+
+def flags(cfg, *extra):
+    return ["--phase", "test", "--dataset", cfg.dataset, "--light", "True", "--img_size", "32",
+            "--ch", "4", "--n_res", "2", "--n_dis", "4", "--checkpoint_dir", cfg.checkpoint_dir,
+            "--result_dir", cfg.result_dir, *extra]
+
+
+def test_photo_with_face_crop_and_paste_back(checkpoint, tmp_path):
+    photo = skimage.data.astronaut()
+    src = tmp_path / "in" / "astronaut.jpg"
+    src.parent.mkdir()
+    Image.fromarray(photo).save(src, quality=95)
+    before = src.read_bytes()
+    out = tmp_path / "out"
+    code = cli.main(flags(checkpoint, "--input", str(src), "--output", str(out),
+                          "--face_crop", "True", "--paste_back", "True"))
+    assert code == 0
+    result = np.asarray(Image.open(out / "astronaut_translated.png").convert("RGB"))
+    original = np.asarray(Image.open(src).convert("RGB"))
+    assert result.shape == original.shape
+    # changed at the face (x 177-270, y 67-160), identical far from it
+    face = np.abs(result[90:150, 190:260].astype(int) - original[90:150, 190:260]).mean()
+    assert face > 5
+    np.testing.assert_array_equal(result[400:, 400:], original[400:, 400:])
+    assert (out / "astronaut_sheet.png").exists()
+    assert src.read_bytes() == before
+
+
+def test_folder_with_broken_file_and_no_face(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(skimage.data.astronaut()).save(folder / "a.png")
+    (folder / "broken.jpg").write_bytes(os.urandom(300))
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(folder / "plain.png")
+    code = cli.main(flags(checkpoint, "--input", str(folder), "--output", str(tmp_path / "o"),
+                          "--face_crop", "True"))
+    text = capsys.readouterr()
+    assert code == 1  # some files failed, the others were translated
+    assert (tmp_path / "o" / "a_translated.png").exists()
+    assert "no face found in" in text.out + text.err and "plain.png" in text.out + text.err
+    assert "broken.jpg" in text.out + text.err
+    # the same folder with a centre-crop fallback: only the broken file fails
+    code = cli.main(flags(checkpoint, "--input", str(folder), "--output", str(tmp_path / "o2"),
+                          "--face_crop", "True", "--fallback", "center"))
+    assert code == 1 and (tmp_path / "o2" / "plain_translated.png").exists()
+
+
+def test_output_folder_equal_to_input_folder_is_refused(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    Image.fromarray(skimage.data.astronaut()).save(folder / "a.png")
+    before = sorted(os.listdir(folder))
+    code = cli.main(flags(checkpoint, "--input", str(folder), "--output", str(folder)))
+    assert code == 2
+    assert "choose another --output folder (inputs are never written over)" in \
+        capsys.readouterr().err
+    assert sorted(os.listdir(folder)) == before
+
+
+def test_video_keeps_frame_count_and_fps(checkpoint, tmp_path):
+    src = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(src, cv2.VideoWriter_fourcc(*"MJPG"), 8.0, (48, 40))
+    for i in range(10):
+        frame = np.full((40, 48, 3), 20 * i, np.uint8)
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "v"
+    code = cli.main(flags(checkpoint, "--input", src, "--output", str(out)))
+    assert code == 0
+    produced = [f for f in os.listdir(out) if f.startswith("clip")]
+    assert produced, os.listdir(out)
+    cap = cv2.VideoCapture(str(out / produced[0]))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(8.0)
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 10

@@ -1,0 +1,342 @@
+"""Scale and speed: data-parallel training (MirroredStrategy over 2 logical CPUs,
+MultiWorkerMirroredStrategy with 2 local worker processes) equals one device with the same
+global batch; its chief's checkpoint resumes and loads on one device; mixed precision
+(bfloat16, float16) trains and stays near float32; XLA equals the plain graph; the fused
+Adam equals Keras' Adam.
+
+Distributed runs happen in subprocesses (this file is also their script: `python
+tests/test_distribute.py mirrored|worker ...`), because logical devices and collective ops
+must be configured before TensorFlow initialises, and that must not leak into other tests.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+THIS = os.path.abspath(__file__)
+RTOL = 2e-4   # one device vs replicas: the same math, summed in another order
+QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def tiny_config(dataset_dir, root, **kw):
+    from ugatit_tf.config import Config
+    base = dict(dataset="tiny", dataset_dir=dataset_dir, light=True, img_size=32, ch=4, n_res=1,
+                n_dis=4, batch_size=2, epoch=2, iteration=3, decay_flag=False, print_freq=100,
+                gan_type="wgan-gp",
+                save_freq=100, seed=3, checkpoint_dir=os.path.join(root, "ck"),
+                log_dir=os.path.join(root, "logs"), sample_dir=os.path.join(root, "samples"),
+                result_dir=os.path.join(root, "results"))
+    base.update(kw)
+    return Config(**base)
+
+
+def losses(history, keys=("Discriminator_loss", "Generator_loss", "D_A_loss", "G_B_cycle",
+                          "G_A_cam")):
+    return np.array([[h[k] for k in keys] for h in history["losses"]])
+
+
+# ---------------------------------------------------------------------------
+# Subprocess entry points
+# ---------------------------------------------------------------------------
+
+def _subprocess_setup():
+    sys.path.insert(0, ROOT)
+    import tensorflow as tf
+    # same as conftest: grappler only costs time for a handful of iterations
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    return tf
+
+
+def main_mirrored(dataset_dir, root):
+    """MirroredStrategy over 2 logical CPUs with global batch 2 (wgan-gp: the gradient
+    penalty's random numbers are shared out too), in float32 and in float16 (loss scaling
+    across replicas): 3 iterations each. Prints RESULT <json>."""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    _subprocess_setup()
+    from ugatit_tf.train.trainer import Trainer
+    out = {}
+    for name, kw in (("mirrored", {}), ("mirrored_f16", {"mixed_precision": "mixed_float16"})):
+        cfg = tiny_config(dataset_dir, os.path.join(root, name), strategy="mirrored", **kw)
+        trainer = Trainer(cfg, log=lambda *a: None)
+        result = trainer.train(max_iterations=3, progress=False)
+        out[name] = {"history": result["history"], "replicas": trainer.sharding.replicas}
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main_worker(dataset_dir, root):
+    """One worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG): 3 of the 6 iterations,
+    then the chief's checkpoint. Prints RESULT <json>."""
+    sys.path.insert(0, ROOT)
+    from ugatit_tf.train.distribute import make_strategy
+    make_strategy("multiworker")  # before any other TensorFlow work
+    _subprocess_setup()
+    from ugatit_tf.train.trainer import Trainer
+    cfg = tiny_config(dataset_dir, root, strategy="multiworker")
+    trainer = Trainer(cfg, log=lambda *a: None)
+    result = trainer.train(max_iterations=3, progress=False)
+    print("RESULT " + json.dumps({"history": result["history"], "chief": trainer.is_chief,
+                                  "replicas": trainer.sharding.replicas}), flush=True)
+
+
+def _run(args, env=None, timeout=300):
+    res = subprocess.run([sys.executable, THIS] + args, cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout, env={**os.environ, **QUIET, **(env or {})})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return _result(res.stdout)
+
+
+def _result(stdout):
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    from tools.demo_data import generate_demo_dataset
+    root = tmp_path_factory.mktemp("datasets")
+    generate_demo_dataset(str(root / "tiny"), size=48, n_train=12, n_test=3, seed=5,
+                          progress=False)
+    return str(root)
+
+
+# ---------------------------------------------------------------------------
+# Distribution
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_device(dataset_dir, tmp_path_factory):
+    """The reference: one device, global batch 2, 6 iterations in one go."""
+    from ugatit_tf.train.trainer import Trainer
+    trainer = Trainer(tiny_config(dataset_dir, str(tmp_path_factory.mktemp("one"))),
+                      log=lambda *a: None)
+    return trainer, losses(trainer.train(progress=False)["history"])
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpus_equals_one_device(dataset_dir, tmp_path, one_device):
+    out = _run(["mirrored", dataset_dir, str(tmp_path)])
+    assert out["mirrored"]["replicas"] == 2
+    one, two = one_device[1][:3], losses(out["mirrored"]["history"])
+    assert two.shape == (3, 5)
+    np.testing.assert_allclose(two, one, rtol=RTOL, atol=1e-4)
+    # float16 with loss scaling on 2 replicas trains, close to float32
+    f16 = losses(out["mirrored_f16"]["history"])
+    assert np.isfinite(f16).all()
+    np.testing.assert_allclose(f16[0], one[0], rtol=0.02)
+
+
+@pytest.mark.slow
+def test_multiworker_two_processes_equals_one_device_and_chief_checkpoint_resumes(
+        dataset_dir, tmp_path, one_device):
+    from ugatit_tf.model.checkpoints import load_networks
+    from ugatit_tf.train.distribute import worker_tf_config
+    from ugatit_tf.train.trainer import Trainer
+    ports = _free_ports(2)
+    procs = []
+    try:
+        for index in range(2):
+            env = {**os.environ, **QUIET, "TF_CONFIG": worker_tf_config(ports, index)}
+            procs.append(subprocess.Popen(
+                [sys.executable, THIS, "worker", dataset_dir, str(tmp_path / "mw")], cwd=ROOT,
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = []
+        deadline = time.monotonic() + 300
+        for proc in procs:
+            stdout, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert proc.returncode == 0, stdout[-4000:]
+            outputs.append(_result(stdout))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [o["chief"] for o in outputs] == [True, False]
+    assert all(o["replicas"] == 2 for o in outputs)
+    np.testing.assert_array_equal(losses(outputs[0]["history"]), losses(outputs[1]["history"]))
+    reference, ref = one_device
+    np.testing.assert_allclose(losses(outputs[0]["history"]), ref[:3], rtol=RTOL, atol=1e-4)
+
+    # only the chief wrote into checkpoint_dir; one device resumes from it at iteration 3
+    cfg = tiny_config(dataset_dir, str(tmp_path / "mw"))
+    folder = os.path.join(cfg.checkpoint_dir, cfg.model_dir)
+    assert sorted(f for f in os.listdir(folder) if f.startswith("ckpt-3")) == [
+        "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    messages = []
+    resumed = Trainer(cfg, log=messages.append)
+    rest = resumed.train(progress=False)
+    assert rest["start"] == 3 and any("at iteration 3" in m for m in messages), messages
+    np.testing.assert_allclose(losses(rest["history"]), ref[3:], rtol=1e-3, atol=1e-3)
+    nets, prefix = load_networks(cfg)
+    assert prefix.endswith("ckpt-6")
+    np.testing.assert_allclose(nets.genA2B.conv.kernel.numpy(),
+                               reference.nets.genA2B.conv.kernel.numpy(), rtol=1e-3, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Mixed precision and XLA
+# ---------------------------------------------------------------------------
+
+LEARN = dict(iteration=20, epoch=1, lr=1e-3, batch_size=1, n_res=2, gan_type="lsgan")
+
+
+@pytest.fixture(scope="module")
+def float32_run(dataset_dir, tmp_path_factory):
+    from ugatit_tf.train.trainer import Trainer
+    root = str(tmp_path_factory.mktemp("f32"))
+    return Trainer(tiny_config(dataset_dir, root, **LEARN),
+                   log=lambda *a: None).train(progress=False)["history"]
+
+
+def _reconstruction(history):
+    return np.array([h["G_A_cycle"] + h["G_B_cycle"] + h["G_A_identity"] + h["G_B_identity"]
+                     for h in history["losses"]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision,first_rtol", [("mixed_bfloat16", 0.03),
+                                                  ("mixed_float16", 0.005)])
+def test_mixed_precision_trains_near_float32(dataset_dir, tmp_path, float32_run, precision,
+                                            first_rtol):
+    """Half-precision runs learn (the reconstruction losses fall over 20 steps at lr 1e-3,
+    as in test_trainer) and stay near float32: the first iteration's losses (same weights,
+    same data) within `first_rtol`, the mean reconstruction loss of the last 5 iterations
+    within 15 %."""
+    from ugatit_tf.train.trainer import Trainer
+    cfg = tiny_config(dataset_dir, str(tmp_path), mixed_precision=precision, **LEARN)
+    trainer = Trainer(cfg, log=lambda *a: None)
+    assert trainer.nets.genA2B.compute_dtype == precision.split("_")[1]
+    assert {v.dtype for v in trainer.g_vars + trainer.d_vars} == {"float32"}
+    history = trainer.train(progress=False)["history"]
+    rec, rec32 = _reconstruction(history), _reconstruction(float32_run)
+    assert np.isfinite(losses(history)).all()
+    assert rec[-5:].mean() < 0.8 * rec[:3].mean(), rec
+    np.testing.assert_allclose(losses(history)[0], losses(float32_run)[0], rtol=first_rtol)
+    assert abs(rec[-5:].mean() - rec32[-5:].mean()) < 0.15 * rec32[-5:].mean(), (rec, rec32)
+    for v in trainer.g_vars:  # the rho constraint holds in mixed precision too
+        if v.path.endswith("rho"):
+            assert 0.0 <= v.numpy().min() and v.numpy().max() <= 1.0
+
+
+@pytest.mark.slow
+def test_xla_step_equals_plain_step(dataset_dir, tmp_path, one_device):
+    """--jit_compile: the whole D and G steps (reflect pads, spectral norm, wgan-gp's
+    gradient penalty with its random numbers, the fused Adam, the rho constraint) compile
+    with XLA and give the plain graph's losses."""
+    from ugatit_tf.train.trainer import Trainer
+    cfg = tiny_config(dataset_dir, str(tmp_path), jit_compile=True)
+    history = Trainer(cfg, log=lambda *a: None).train(max_iterations=3, progress=False)[
+        "history"]
+    np.testing.assert_allclose(losses(history), one_device[1][:3], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# Fast checks
+# ---------------------------------------------------------------------------
+
+def test_global_batch_must_split_evenly_and_xla_needs_one_replica():
+    import tensorflow as tf
+
+    from ugatit_tf.config import ConfigError
+    from ugatit_tf.train.distribute import Sharding, check_flags, is_chief, worker_tf_config
+
+    class Fake:
+        num_replicas_in_sync = 4
+    with pytest.raises(ConfigError, match="--batch_size 6 must be a multiple of the 4"):
+        Sharding(Fake(), 6)
+    s = Sharding(Fake(), 8)
+    assert (s.per_replica, s.scale, s.distributed) == (2, 0.25, True)
+    one = Sharding(tf.distribute.get_strategy(), 3)
+    assert one.share("x") == ("x",) and one.scale == 1.0
+    assert is_chief(tf.distribute.get_strategy())
+    cfg = json.loads(worker_tf_config([1111, 2222], 1))
+    assert cfg == {"cluster": {"worker": ["127.0.0.1:1111", "127.0.0.1:2222"]},
+                   "task": {"type": "worker", "index": 1}}
+
+    class Bad:
+        strategy, mixed_precision = "tpu", "none"
+    with pytest.raises(ConfigError, match="--strategy must be one of"):
+        check_flags(Bad())
+
+
+def test_fused_adam_equals_keras_adam():
+    import keras
+    import tensorflow as tf
+
+    from ugatit_tf.train.trainer import FusedAdam
+    rng = np.random.default_rng(0)
+    init = rng.normal(size=(3, 4)).astype(np.float32)
+    a, b = keras.Variable(init), keras.Variable(init)
+    fused = FusedAdam(learning_rate=1e-2, beta_1=0.5, beta_2=0.999, epsilon=1e-8)
+    plain = keras.optimizers.Adam(learning_rate=1e-2, beta_1=0.5, beta_2=0.999, epsilon=1e-8)
+    for _ in range(5):
+        g = tf.constant(rng.normal(size=(3, 4)).astype(np.float32))
+        fused.apply_gradients([(g, a)])
+        plain.apply_gradients([(g, b)])
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+    for x, y in zip(fused.variables, plain.variables):  # iterations, lr, m, v
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-6)
+
+
+def test_half_precision_layers_keep_float32_statistics():
+    """Under mixed_bfloat16 the convolutions run in bfloat16 but norms, CAM logits, spectral
+    norm and outputs stay float32, and the weights are float32 variables."""
+    import keras
+    import tensorflow as tf
+
+    from ugatit_tf.config import Config
+    from ugatit_tf.train.distribute import precision_policy
+    from ugatit_tf.model.networks import build_discriminator, build_generator
+    cfg = Config(light=True, img_size=32, ch=4, n_res=1, n_dis=4)
+    keras.utils.set_random_seed(1)
+    g32 = build_generator(cfg, "generator_B")
+    d32 = build_discriminator(cfg, "discriminator_A")
+    with precision_policy("mixed_bfloat16"):
+        g16 = build_generator(cfg, "generator_B")
+        d16 = build_discriminator(cfg, "discriminator_A")
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    for a, b in zip(g16.variables + d16.variables, g32.variables + d32.variables):
+        assert a.dtype == "float32"
+        a.assign(b)
+    x = tf.random.stateless_uniform([2, 32, 32, 3], [1, 2], -1, 1)
+    (y16, cam16, heat16), (y32, cam32, _) = g16(x), g32(x)
+    assert (y16.dtype, cam16.dtype, heat16.dtype) == (tf.float32,) * 3
+    np.testing.assert_allclose(y16.numpy(), y32.numpy(), atol=0.05)
+    np.testing.assert_allclose(cam16.numpy(), cam32.numpy(), rtol=0.05, atol=0.01)
+    u_before = d16.local.conv_0.sn_u.numpy()
+    logits16, _, _ = d16(x, training=True)
+    logits32, _, _ = d32(x, training=True)
+    assert logits16[0].dtype == tf.float32
+    # the power iteration ran in float32: u equals the float32 model's exactly
+    assert not np.array_equal(d16.local.conv_0.sn_u.numpy(), u_before)
+    np.testing.assert_allclose(d16.local.conv_0.sn_u.numpy(), d32.local.conv_0.sn_u.numpy(),
+                               rtol=1e-6)
+
+
+if __name__ == "__main__":
+    mode, *rest = sys.argv[1:]
+    {"mirrored": main_mirrored, "worker": main_worker}[mode](*rest)

@@ -1,0 +1,415 @@
+"""Speed measurements: generator inference, training iterations and TFLite latency, on
+synthetic data, with FLOP counts and this machine's measured convolution peak.
+
+    python tools/benchmark.py infer --configs light:256:64:4 --json
+    python tools/benchmark.py train --configs light:64:16:4,light:256:64:4 --json
+    python tools/benchmark.py tflite --configs light:256:64:4 --json
+
+A config is variant:img_size:ch:n_res, variant light or full (n_dis 5 below 96 px, else 6;
+4 where 5 does not fit, e.g. 32 px).
+Every row reports seconds (min / median / max over --repeats timed runs, after --warmup
+untimed ones; the first run of a tf.function traces and compiles it), the GFLOP the graph
+executes (`graph_flops`: the registered FLOP statistics of the ops the step runs, i.e. the
+convolutions, matmuls and element-wise ops, forward and backward; the original's math would
+be more, see `nominal_generator_gflop`), GFLOP/s and the fraction of the measured peak of a
+large conv2d in the same dtype (`conv_peak`). The last line printed is
+`JSON: {"<mode>": {config: median_seconds}, "details": ..., "machine": ...}`.
+
+Timings on a shared machine vary: the load average before and after each row is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+MODES = ("infer", "train", "tflite")
+
+
+# ---------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------
+
+def parse_spec(spec: str) -> dict:
+    """'light:256:64:4' -> {light, img_size, ch, n_res, n_dis}."""
+    parts = spec.strip().split(":")
+    if len(parts) != 4 or parts[0] not in ("light", "full"):
+        raise ValueError(f"config {spec!r}: expected variant:img_size:ch:n_res with variant "
+                         f"light or full, e.g. light:256:64:4")
+    try:
+        size, ch, n_res = (int(p) for p in parts[1:])
+    except ValueError:
+        raise ValueError(f"config {spec!r}: img_size, ch and n_res must be whole numbers")
+    from ugatit_tf.config import discriminator_size_problem
+    n_dis = 5 if size < 96 else 6
+    while n_dis > 4 and discriminator_size_problem(size, n_dis, "tf1"):
+        n_dis -= 1  # tiny test sizes (32 px): the deepest discriminator that fits
+    return dict(light=parts[0] == "light", img_size=size, ch=ch, n_res=n_res, n_dis=n_dis)
+
+
+def make_config(spec: str, **overrides):
+    from ugatit_tf.config import Config
+    values = parse_spec(spec)
+    values.update(overrides)
+    return Config(**values).validate()
+
+
+# ---------------------------------------------------------------------------
+# FLOPs
+# ---------------------------------------------------------------------------
+
+def graph_flops(concrete_function) -> int:
+    """FLOPs of one call of a concrete function: the sum of TensorFlow's registered 'flops'
+    statistics (Conv2D and its gradients, MatMul, element-wise ops, ...) over the ops that
+    feed its outputs or a stateful op (variable updates); ops TensorFlow prunes at run time
+    (e.g. kernel gradients nobody asked for) are not counted. Nested function calls are
+    followed."""
+    from tensorflow.python.framework import ops as tf_ops
+
+    def count(graph, seen_graphs):
+        operations = graph.get_operations()
+        sinks = [op for op in operations if op._is_stateful or op.type in ("NoOp",)]
+        sinks += [t.op for t in getattr(graph, "outputs", []) if t is not None]
+        live, stack = set(), list(sinks)
+        while stack:
+            op = stack.pop()
+            if op in live:
+                continue
+            live.add(op)
+            stack.extend(t.op for t in op.inputs)
+            stack.extend(op.control_inputs)
+        total = 0
+        for op in live:
+            try:
+                stats = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops")
+                total += int(stats.value or 0)
+            except (ValueError, TypeError, KeyError):
+                pass
+            for attr in ("f", "then_branch", "else_branch", "body", "cond"):
+                try:
+                    name = op.get_attr(attr).name
+                except (ValueError, AttributeError):
+                    continue
+                fn = graph._get_function(name) if hasattr(graph, "_get_function") else None
+                sub = getattr(fn, "graph", None)
+                if sub is not None and id(sub) not in seen_graphs:
+                    total += count(sub, seen_graphs | {id(sub)})
+        return total
+
+    return count(concrete_function.graph, {id(concrete_function.graph)})
+
+
+def nominal_generator_gflop(config) -> float:
+    """Multiply-add FLOPs (x2) of one generator forward as the ORIGINAL computes it (the
+    convolutions and dense layers only): the CAM 1x1 conv over 2C channels and the
+    up-sampling convolutions at full resolution. About 105 GFLOP for light 256 px ch 64."""
+    s, c, r = config.img_size, config.ch, config.n_res
+
+    def conv(size, k, cin, cout):
+        return 2.0 * size * size * k * k * cin * cout
+
+    q = s // 4
+    total = conv(s, 7, 3, c) + conv(s // 2, 3, c, 2 * c) + conv(q, 3, 2 * c, 4 * c)
+    total += 2 * r * conv(q, 3, 4 * c, 4 * c)            # encoder residual blocks
+    total += conv(q, 1, 8 * c, 4 * c)                    # CAM conv_1x1 on [x*w, x*w]
+    width = config.mlp_width
+    first = 4 * c if config.light else q * q * 4 * c
+    total += 2.0 * (first * width + 3 * width * width)   # MLP
+    total += 2 * r * conv(q, 3, 4 * c, 4 * c)            # AdaLIN residual blocks
+    total += conv(s // 2, 3, 4 * c, 2 * c) + conv(s, 3, 2 * c, c)  # up-sampling convs
+    total += conv(s, 7, c, 3)
+    return total / 1e9
+
+
+# ---------------------------------------------------------------------------
+# Machine
+# ---------------------------------------------------------------------------
+
+def machine_info() -> dict:
+    import tensorflow as tf
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return {"cpu": model, "cores": os.cpu_count(), "gpus": gpus,
+            "tensorflow": tf.__version__, "python": platform.python_version(),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
+def load() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
+
+
+def conv_peak(dtype="float32", repeats=5, size=64, channels=256, batch=4) -> float:
+    """GFLOP/s of a large 3x3 conv2d (batch x size x size x channels -> channels, SAME) in
+    `dtype`: the best of `repeats` timed runs after a warm-up."""
+    import tensorflow as tf
+    x = tf.random.uniform([batch, size, size, channels], dtype=tf.float32)
+    k = tf.random.uniform([3, 3, channels, channels], dtype=tf.float32) * 0.01
+    x, k = tf.cast(x, dtype), tf.cast(k, dtype)
+    fn = tf.function(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"))
+    flops = 2.0 * batch * size * size * 9 * channels * channels
+    fn(x, k).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x, k).numpy()
+        best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
+def _row(spec, times, gflop, peak, extra=None) -> dict:
+    med = statistics.median(times)
+    row = {"config": spec, "min_s": min(times), "median_s": med, "max_s": max(times),
+           "repeats": len(times), "gflop": gflop,
+           "gflops": gflop / med if gflop else None,
+           "peak_fraction": (gflop / med / peak) if gflop and peak else None}
+    row.update(extra or {})
+    return row
+
+
+def _compute_dtype(mixed_precision: str) -> str:
+    return {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(mixed_precision,
+                                                                          "float32")
+
+
+# ---------------------------------------------------------------------------
+# Modes
+# ---------------------------------------------------------------------------
+
+def bench_infer(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
+                jit_compile: bool = False, batch: int = 1, peak: float | None = None,
+                log=print) -> dict:
+    """The generator's forward pass (A -> B) on a random batch, as a tf.function."""
+    import tensorflow as tf
+
+    from ugatit_tf.train.distribute import precision_policy
+    from ugatit_tf.model.networks import build_generator
+    cfg = make_config(spec)
+    before = load()
+    with precision_policy(mixed_precision):
+        gen = build_generator(cfg, "generator_B")
+    fn = tf.function(lambda x: gen(x, training=False), jit_compile=jit_compile or None)
+    x = tf.random.stateless_uniform([batch, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
+    gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
+    for _ in range(warmup):
+        fn(x)[0].numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)[0].numpy()
+        times.append(time.perf_counter() - start)
+    return _row(spec, times, gflop, peak, {
+        "batch": batch, "nominal_gflop": nominal_generator_gflop(cfg) * batch,
+        "load_before": before, "load_after": load()})
+
+
+def synthetic_datasets(config, seed=0):
+    """Two endless datasets of fixed random global batches in [-1, 1] (no files)."""
+    import tensorflow as tf
+    out = []
+    for i in range(2):
+        batch = tf.random.stateless_uniform(
+            [config.batch_size, config.img_size, config.img_size, 3], [seed, i], -1.0, 1.0)
+        out.append(tf.data.Dataset.from_tensors(batch).repeat())
+    return tuple(out)
+
+
+def bench_train(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
+                jit_compile: bool = False, strategy: str = "default", batch: int = 1,
+                peak: float | None = None, log=print) -> dict:
+    """Training iterations (`Trainer.run_iteration`: data, D update, G update, losses) on
+    synthetic data."""
+    from ugatit_tf.train.trainer import Trainer
+    tmp = tempfile.mkdtemp(prefix="ugatit-bench-")
+    cfg = make_config(spec, batch_size=batch, mixed_precision=mixed_precision,
+                      jit_compile=jit_compile, strategy=strategy, dataset="synthetic",
+                      checkpoint_dir=os.path.join(tmp, "ck"), log_dir=os.path.join(tmp, "logs"),
+                      sample_dir=os.path.join(tmp, "samples"),
+                      result_dir=os.path.join(tmp, "results"))
+    before = load()
+    start = time.perf_counter()
+    trainer = Trainer(cfg, log=lambda *a: None, datasets=synthetic_datasets(cfg))
+    build_s = time.perf_counter() - start
+    import tensorflow as tf
+    spec_batch = tf.TensorSpec([cfg.batch_size, cfg.img_size, cfg.img_size, 3], tf.float32)
+    lr_spec = tf.TensorSpec([], tf.float32)
+    gflop = None
+    try:
+        gflop = (graph_flops(trainer.d_step.get_concrete_function(spec_batch, spec_batch, lr_spec))
+                 + graph_flops(trainer.g_step.get_concrete_function(spec_batch, spec_batch,
+                                                                    lr_spec))) / 1e9
+    except Exception as e:  # noqa: BLE001 -- a count we cannot make is reported as missing
+        log(f"[benchmark] FLOP count failed for {spec}: {e}")
+    start = time.perf_counter()
+    for it in range(warmup):
+        trainer.run_iteration(it)
+    warmup_s = time.perf_counter() - start
+    times = []
+    for it in range(warmup, warmup + repeats):
+        start = time.perf_counter()
+        trainer.run_iteration(it)
+        times.append(time.perf_counter() - start)
+    return _row(spec, times, gflop, peak, {
+        "batch": batch, "replicas": trainer.sharding.replicas, "build_s": build_s,
+        "warmup_s": warmup_s, "load_before": before, "load_after": load()})
+
+
+def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
+                 quantizations=("float32", "float16", "dynamic", "int8"),
+                 peak: float | None = None, log=print) -> list[dict]:
+    """The A -> B generator exported as a SavedModel (its float `a2b` signature, batch 1)
+    and as TFLite files in each quantization (ugatit_tf.export.measure_tflite, random
+    weights), latency per invocation."""
+    import tensorflow as tf
+
+    from ugatit_tf.export.saved_model import export_saved_model, measure_tflite
+    from ugatit_tf.model.networks import Networks
+    cfg = make_config(spec)
+    tmp = tempfile.mkdtemp(prefix="ugatit-bench-tflite-")
+    tf.random.set_seed(cfg.seed)
+    nets = Networks(cfg, discriminators=False)
+    fn = tf.function(lambda x: nets.genA2B(x, training=False))
+    x = tf.random.stateless_uniform([1, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
+    gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
+    rows = []
+    before = load()
+    path = export_saved_model(nets, cfg, os.path.join(tmp, "saved_model", "1"))
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["a2b"]
+    for _ in range(warmup):
+        signature(images=x)["images"].numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        signature(images=x)["images"].numpy()
+        times.append(time.perf_counter() - start)
+    rows.append(_row(f"{spec} saved_model", times, gflop, peak,
+                     {"format": "saved_model", "quantization": "float32",
+                      "load_before": before, "load_after": load()}))
+    before = load()
+    results = measure_tflite(cfg, os.path.join(tmp, "tflite"), quantizations=quantizations,
+                             runs=repeats, nets=nets, num_threads=threads)
+    for r in results:
+        times = [r["min_ms"] / 1e3, r["median_ms"] / 1e3, r["max_ms"] / 1e3]
+        row = _row(f"{spec} tflite {r['quantization']}", times, gflop,
+                   peak if r["quantization"] in ("float32", "float16") else None,
+                   {"format": "tflite", "quantization": r["quantization"], "mib": r["mib"],
+                    "psnr_vs_float32": r["psnr_vs_float32"], "threads": threads,
+                    "load_before": before, "load_after": load()})
+        row.update(min_s=r["min_ms"] / 1e3, median_s=r["median_ms"] / 1e3,
+                   max_s=r["max_ms"] / 1e3, repeats=r["runs"])
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from ugatit_tf.config import str2bool
+    p = argparse.ArgumentParser(
+        description="U-GAT-IT speed benchmark on synthetic data (see ugatit_tf/benchmarking.py)")
+    p.add_argument("mode", choices=MODES)
+    p.add_argument("--configs", default="light:256:64:4",
+                   help="comma-separated variant:img_size:ch:n_res (variant light or full)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per config (default: infer 10, train 5, tflite 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (tracing)")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--mixed_precision", default="none",
+                   choices=("none", "mixed_float16", "mixed_bfloat16"))
+    p.add_argument("--jit_compile", type=str2bool, default=False)
+    p.add_argument("--strategy", default="default", choices=("default", "mirrored",
+                                                             "multiworker"))
+    p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    p.add_argument("--inter_op_threads", type=int, default=0,
+                   help="TensorFlow inter-op threads (0: TensorFlow's default)")
+    p.add_argument("--intra_op_threads", type=int, default=0,
+                   help="TensorFlow intra-op threads (0: TensorFlow's default)")
+    p.add_argument("--no_peak", action="store_true", help="skip the conv2d peak measurement")
+    p.add_argument("--json", action="store_true", help="print the JSON: line (always printed "
+                   "last; with --json also the details)")
+    return p
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'config':34s} {'min s':>9s} {'median s':>9s} {'max s':>9s} {'GFLOP':>9s} "
+            f"{'GFLOP/s':>8s} {'peak':>6s} {'load':>10s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def f(v, fmt):
+            return format(v, fmt) if isinstance(v, (int, float)) and v is not None else "-"
+        peak = f"{100 * r['peak_fraction']:.0f}%" if r.get("peak_fraction") else "-"
+        loadtxt = f"{r.get('load_before', '-')}/{r.get('load_after', '-')}"
+        lines.append(f"{r['config']:34s} {f(r['min_s'], '9.4f')} {f(r['median_s'], '9.4f')} "
+                     f"{f(r['max_s'], '9.4f')} {f(r.get('gflop'), '9.2f')} "
+                     f"{f(r.get('gflops'), '8.1f')} {peak:>6s} {loadtxt:>10s}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.strategy != "default":  # MultiWorkerMirroredStrategy: before any other TF work
+        from ugatit_tf.train.distribute import make_strategy
+        make_strategy(args.strategy)
+    specs = [s for s in args.configs.split(",") if s.strip()]
+    for spec in specs:
+        parse_spec(spec)  # fail early on a typo
+    repeats = args.repeats or {"infer": 10, "train": 5, "tflite": 10}[args.mode]
+    dtype = _compute_dtype(args.mixed_precision) if args.mode != "tflite" else "float32"
+    peaks = {}
+    if not args.no_peak:
+        peaks["float32"] = conv_peak("float32")
+        if dtype != "float32":
+            peaks[dtype] = conv_peak(dtype)
+    peak = peaks.get(dtype)
+    rows = []
+    for spec in specs:
+        if args.mode == "infer":
+            rows.append(bench_infer(spec, repeats, args.warmup, args.mixed_precision,
+                                    args.jit_compile, args.batch_size, peak))
+        elif args.mode == "train":
+            rows.append(bench_train(spec, repeats, args.warmup, args.mixed_precision,
+                                    args.jit_compile, args.strategy, args.batch_size, peak))
+        else:
+            rows.extend(bench_tflite(spec, repeats, args.warmup, args.threads, peak=peak))
+    print(format_table(rows))
+    if peaks:
+        print("conv2d peak (3x3, 4x64x64x256 -> 256): " +
+              ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
+    result = {args.mode: {r["config"]: r["median_s"] for r in rows},
+              "gflops": {r["config"]: r["gflops"] for r in rows},
+              "flags": {"mixed_precision": args.mixed_precision,
+                        "jit_compile": args.jit_compile, "strategy": args.strategy,
+                        "batch_size": args.batch_size, "repeats": repeats,
+                        "warmup": args.warmup},
+              "peak_gflops": peaks}
+    if args.json:
+        result["details"] = rows
+        result["machine"] = machine_info()
+    print("JSON: " + json.dumps(result, sort_keys=True))
+    return 0

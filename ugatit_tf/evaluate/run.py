@@ -1,0 +1,581 @@
+"""The eval phase and the evaluation during training: KID / FID as in the paper, plus a
+paired score on data sets with ground truth (the demo set).
+
+    python main.py --phase eval --dataset selfie2anime            # same flags as --phase test
+
+What is measured (both directions, with the latest checkpoint of the flags' model_dir):
+
+* The test images are translated in memory with the test phase's preprocessing
+  (``data.to_model_input``: cv2 bilinear resize to img_size, [-1, 1]) and the test phase's
+  output conversion (``data.to_uint8``), so the translations are the pixels that
+  ``--phase test`` writes to result_dir/model_dir/A2B and B2A (up to float round-off of the
+  batched convolutions, which can move a rare pixel by one level).
+* **KID x 100 (mean +- std) and FID** between the translations and the real test images of
+  the target domain (A->B outputs vs testB, B->A outputs vs testA), the paper's protocol, on
+  2048-d InceptionV3 pool features (``evaluation.InceptionFeatureExtractor``). The real images
+  are taken as the model sees its inputs (resized to img_size, uint8), so that only the
+  translation, not a resolution difference, is measured; with test images already at img_size
+  (selfie2anime at 256) this is the paper's setting. KID averages the unbiased MMD^2 over
+  ``KID_SUBSETS`` random subsets of ``min(1000, n)`` images (Binkowski et al.); when both sets
+  have at most 1000 images every subset is the whole set and the std is 0 (the JSON says so
+  with ``kid_subsets_identical``). FID: with at most 2048 images per set it is computed
+  exactly in the span of the samples (``fid_svd``: Tr sqrt(S1 S2) as a nuclear norm of an
+  n x n matrix; milliseconds instead of seconds, same value as ``evaluation.fid``), otherwise
+  ``evaluation.fid(method='eigh')``. With few images FID is strongly biased upwards (2048-d
+  covariances from tens of images), so compare FIDs only at equal n.
+  The same scores for the untranslated source images ("identity") show the domain gap the
+  translation has to close.
+* **Paired score** when the data set has ``testA_paired`` / ``testB_paired`` (for each
+  ``testA/NAME``, ``testA_paired/NAME`` is the ground-truth B image, and vice versa):
+  L1 (mean |difference| in 0..255 units, lower is better), PSNR (dB, higher is better) and
+  SSIM (higher is better) of each translation against its ground truth, next to two
+  baselines: *identity* (the untranslated input against the same ground truth) and
+  *target mean* (the mean image of the target domain's real test images, the same for every
+  input: it already has the target domain's colours, so beating it shows input-specific
+  translation, not just a colour shift). All images are compared at the model's resolution
+  (img_size, the same cv2 resize).
+
+``--inception_weights`` takes ``imagenet`` (default; Keras cache or download, a clear error
+without either), a local ``.h5`` / ``.weights.h5`` file, or ``random``: a deterministic
+randomly initialised InceptionV3 (no download). **``random`` is for tests and smoke runs
+only**: its KID / FID are not comparable with anything; the paired score does not use
+Inception and is meaningful either way.
+
+API::
+
+    run_eval(config, log=print, checkpoint=None, progress=True) -> report dict
+        # writes result_dir/model_dir/eval.json atomically and logs a table
+    evaluate_during_training(nets, config, step, writer, extractor_cache, log=None) -> dict
+        # same scores from in-memory networks, TensorBoard scalars eval/A2B/kid_x100, ...
+    make_eval_cache(config) -> dict    # optional: builds the Inception network up front
+    evaluate_networks(nets, config, cache=None, log=None, progress=False) -> dict
+    format_report(report) -> str       # the table
+    inception_weights_arg(value)       # 'random' / 'none' -> None, else unchanged
+
+Report layout (eval.json)::
+
+    {"checkpoint", "step", "config", "inception_weights", "inception_random", "fid_method",
+     "kid_n_subsets", "kid_seed", "img_size", "dataset", "seconds", "time",
+     "directions": {"A2B": {"source", "target", "n", "n_real", "kid", "kid_std",
+                            "kid_x100", "kid_x100_std", "kid_subset_size",
+                            "kid_subsets_identical", "fid",
+                            "identity": {kid_x100, kid_x100_std, fid} (untranslated source
+                                        images vs the target domain: the do-nothing baseline),
+                            "paired": null | {"truth_dir", "n", "size",
+                                     "model": {l1, psnr, ssim}, "identity": {...},
+                                     "target_mean": {...}, "improvement": {...} (over
+                                     identity, positive = better), "beats_identity":
+                                     {l1, psnr, ssim: bool}, "improvement_over_target_mean",
+                                     "beats_target_mean", "per_image": [{name, model,
+                                     identity, target_mean}]}},
+                    "B2A": {...}}}
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import time
+
+import numpy as np
+
+from ugatit_tf.data import pipeline as data_lib
+from ugatit_tf.evaluate import metrics as ev
+
+RANDOM_WEIGHTS = ("random", "none")  # --inception_weights values meaning weights=None
+KID_SUBSETS = 100
+KID_MAX_SUBSET = 1000
+KID_SEED = 0
+FID_METHOD = "eigh"  # evaluation.fid's method when there are more images than features
+TRANSLATE_BATCH = 16
+INCEPTION_BATCH = 32
+EVAL_FILE = "eval.json"
+
+# direction -> (source test folder, target test folder, ground-truth folder)
+DIRECTIONS = {"A2B": ("testA", "testB", "testA_paired"),
+              "B2A": ("testB", "testA", "testB_paired")}
+METRICS = ("l1", "psnr", "ssim")
+HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
+
+
+def _quiet(*_args, **_kwargs):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Inception
+# ---------------------------------------------------------------------------
+
+def inception_weights_arg(value):
+    """The extractor's ``weights`` for a ``--inception_weights`` value: 'random' (or 'none',
+    any case) -> None (random initialisation, tests only); anything else unchanged."""
+    if value is None or str(value).strip().lower() in RANDOM_WEIGHTS:
+        return None
+    return value
+
+
+def make_extractor(config) -> ev.InceptionFeatureExtractor:
+    """InceptionFeatureExtractor for config.inception_weights. Raises
+    evaluation.InceptionWeightsError (one clear line) when the weights are unavailable."""
+    return ev.InceptionFeatureExtractor(weights=inception_weights_arg(config.inception_weights),
+                                        batch_size=INCEPTION_BATCH, seed=0)
+
+
+def make_eval_cache(config) -> dict:
+    """A cache for evaluate_during_training with the Inception network already built, so that
+    missing weights fail before training starts rather than at the first evaluation."""
+    cache: dict = {}
+    _extractor(cache, config)
+    return cache
+
+
+def _cache_key(config) -> tuple:
+    return (os.path.abspath(config.dataset_dir), config.dataset, config.img_size,
+            str(config.inception_weights))
+
+
+def _prepare_cache(cache: dict, config) -> dict:
+    key = _cache_key(config)
+    if cache.get("key") != key:
+        extractor = cache.get("extractor") if cache.get("weights") == str(
+            config.inception_weights) else None
+        cache.clear()
+        cache["key"] = key
+        if extractor is not None:
+            cache["extractor"] = extractor
+            cache["weights"] = str(config.inception_weights)
+    return cache
+
+
+def _extractor(cache: dict, config) -> ev.InceptionFeatureExtractor:
+    if cache.get("extractor") is None or cache.get("weights") != str(config.inception_weights):
+        cache["extractor"] = make_extractor(config)
+        cache["weights"] = str(config.inception_weights)
+    return cache["extractor"]
+
+
+# ---------------------------------------------------------------------------
+# Test data, as the model sees it
+# ---------------------------------------------------------------------------
+
+def model_view(x: np.ndarray) -> np.ndarray:
+    """A model input in [-1, 1] (``data.to_model_input``) back to the exact uint8 pixels the
+    resize produced (to_model_input resizes uint8 with cv2, then scales)."""
+    return np.clip(np.rint((np.asarray(x, np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def load_test_data(config, log=print) -> dict:
+    """Test images of both domains at img_size, and the paired ground truth if present.
+
+    Returns {"testA": {"paths", "names", "inputs" float32 (N,S,S,3), "views" uint8},
+             "testB": {...}, "paired": {"A2B": None | {"dir", "index", "names", "truth"},
+             "B2A": ...}}. Unreadable test images are skipped with a message (as in the test
+    phase); a ground-truth image without its input file is a DataError."""
+    files = data_lib.domain_files(config, ("testA", "testB"))
+    size = config.img_size
+    out: dict = {}
+    for domain in ("testA", "testB"):
+        paths, names, inputs = [], [], []
+        for path in files[domain]:
+            try:
+                rgb = data_lib.load_rgb(path)
+            except data_lib.DataError as e:
+                log(f" [!] skipped: {e}")
+                continue
+            paths.append(path)
+            names.append(_stem(path))
+            inputs.append(data_lib.to_model_input(rgb, size))
+        if len(inputs) < 2:
+            raise data_lib.DataError(
+                f"evaluation needs at least 2 readable images in "
+                f"{os.path.join(data_lib.dataset_folder(config), domain)}; found {len(inputs)}")
+        x = np.stack(inputs).astype(np.float32)
+        out[domain] = {"paths": paths, "names": names, "inputs": x, "views": model_view(x)}
+    out["paired"] = {}
+    root = data_lib.dataset_folder(config)
+    for direction, (source, _target, truth_name) in DIRECTIONS.items():
+        truth_dir = os.path.join(root, truth_name)
+        if not os.path.isdir(truth_dir):
+            out["paired"][direction] = None
+            continue
+        truth_files = data_lib.list_images(truth_dir)
+        all_sources = {_stem(p) for p in files[source]}
+        missing = sorted(_stem(p) for p in truth_files if _stem(p) not in all_sources)
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise data_lib.DataError(
+                f"{len(missing)} ground-truth image(s) in {truth_dir} have no input with the "
+                f"same name in {os.path.join(root, source)}: {shown}")
+        position = {name: i for i, name in enumerate(out[source]["names"])}
+        index, names, truth = [], [], []
+        for p in truth_files:
+            name = _stem(p)
+            if name not in position:  # the input was unreadable (already reported)
+                continue
+            index.append(position[name])
+            names.append(name)
+            truth.append(model_view(data_lib.to_model_input(data_lib.load_rgb(p), size)))
+        out["paired"][direction] = {"dir": truth_dir, "index": np.asarray(index, np.int64),
+                                    "names": names, "truth": np.stack(truth) if truth else None}
+    return out
+
+
+# ---------------------------------------------------------------------------
+# FID for few images
+# ---------------------------------------------------------------------------
+
+def fid_method(n_real: int, n_fake: int, dim: int = ev.FEATURE_DIM) -> str:
+    return "svd" if max(n_real, n_fake) <= dim else FID_METHOD
+
+
+def fid_svd(features_real, features_fake) -> float:
+    """FID computed exactly in the span of the samples, for n <= feature dimension.
+
+    With centred features A (n1, D), B (n2, D) and covariances S1 = A^T A / (n1 - 1),
+    S2 = B^T B / (n2 - 1) (ddof=1, as evaluation.feature_statistics), the non-zero
+    eigenvalues of S1 S2 are the squared singular values of A B^T / sqrt((n1-1)(n2-1)), so
+    Tr sqrt(S1 S2) is that matrix's nuclear norm. Same value as evaluation.fid (sqrtm or
+    eigh) up to round-off, in milliseconds instead of seconds for D = 2048 (and without the
+    round-off of the D - n zero eigenvalues)."""
+    real = np.asarray(features_real, np.float64)
+    fake = np.asarray(features_fake, np.float64)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"expected (N, D) features of equal D; got {real.shape}, {fake.shape}")
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError("FID needs at least 2 samples per set")
+    mu1, mu2 = real.mean(axis=0), fake.mean(axis=0)
+    a, b = real - mu1, fake - mu2
+    c1, c2 = len(a) - 1, len(b) - 1
+    nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt(c1 * c2)
+    diff = mu1 - mu2
+    return float(diff @ diff + np.sum(a * a) / c1 + np.sum(b * b) / c2 - 2.0 * nuclear)
+
+
+def fid(features_real, features_fake) -> float:
+    """fid_svd when both sets have at most D images, else evaluation.fid(method='eigh')."""
+    n_real, n_fake = len(features_real), len(features_fake)
+    if fid_method(n_real, n_fake, np.shape(features_real)[1]) == "svd":
+        return fid_svd(features_real, features_fake)
+    return ev.fid(features_real, features_fake, method=FID_METHOD)
+
+
+# ---------------------------------------------------------------------------
+# Translation and scores
+# ---------------------------------------------------------------------------
+
+def _translators(nets, config) -> dict:
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([None, config.img_size, config.img_size, 3], tf.float32)]
+    return {"A2B": tf.function(lambda x: nets.genA2B(x)[0], input_signature=spec),
+            "B2A": tf.function(lambda x: nets.genB2A(x)[0], input_signature=spec)}
+
+
+def translate(fn, inputs: np.ndarray, batch_size: int = TRANSLATE_BATCH,
+              progress=None) -> np.ndarray:
+    """Run a generator over [-1, 1] inputs in batches; uint8 outputs via data.to_uint8 (the
+    pixels the test phase saves)."""
+    import tensorflow as tf
+
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start:start + batch_size]
+        outputs.append(data_lib.to_uint8(fn(tf.constant(batch)).numpy()))
+        if progress is not None:
+            progress(len(batch))
+    return np.concatenate(outputs, axis=0)
+
+
+def mean_image(images: np.ndarray) -> np.ndarray:
+    """The pixel-wise mean of uint8 images, rounded to uint8."""
+    return np.clip(np.rint(np.asarray(images, np.float64).mean(axis=0)), 0, 255).astype(np.uint8)
+
+
+def _compare(label_images, gt) -> dict:
+    return {label: {"l1": ev.l1(im, gt), "psnr": ev.psnr(im, gt), "ssim": ev.ssim(im, gt)}
+            for label, im in label_images}
+
+
+def _better(a: dict, b: dict) -> tuple[dict, dict]:
+    """(improvement of a over b, positive = better; does a beat b) per metric."""
+    improvement = {m: (a[m] - b[m]) if HIGHER_IS_BETTER[m] else (b[m] - a[m]) for m in METRICS}
+    return improvement, {m: bool(improvement[m] > 0) for m in METRICS}
+
+
+def paired_report(outputs: np.ndarray, inputs_view: np.ndarray, pairs: dict,
+                  target_views: np.ndarray | None = None) -> dict:
+    """L1 / PSNR / SSIM against the ground truth of: the translations ("model"), the
+    untranslated inputs ("identity", the do-nothing baseline) and, with ``target_views``
+    (the target domain's real test images), their mean image ("target_mean": the best
+    input-independent guess, which already gets the target domain's colours right; a model
+    that only learned colours does not beat it)."""
+    labels = ["model", "identity"] + (["target_mean"] if target_views is not None else [])
+    constant = mean_image(target_views) if target_views is not None else None
+    per_image = []
+    sums = {label: np.zeros(3) for label in labels}
+    for k, (i, name) in enumerate(zip(pairs["index"], pairs["names"])):
+        images = [("model", outputs[i]), ("identity", inputs_view[i])]
+        if constant is not None:
+            images.append(("target_mean", constant))
+        entry = {"name": name, **_compare(images, pairs["truth"][k])}
+        for label in labels:
+            sums[label] += [entry[label][m] for m in METRICS]
+        per_image.append(entry)
+    n = len(per_image)
+    means = {label: dict(zip(METRICS, (float(v) for v in sums[label] / n))) for label in labels}
+    report = {"truth_dir": pairs["dir"], "n": n, "size": int(outputs.shape[1]), **means}
+    report["improvement"], report["beats_identity"] = _better(means["model"], means["identity"])
+    if constant is not None:
+        report["improvement_over_target_mean"], report["beats_target_mean"] = _better(
+            means["model"], means["target_mean"])
+    report["per_image"] = per_image
+    return report
+
+
+def evaluate_networks(nets, config, cache: dict | None = None, log=None,
+                      progress: bool = False) -> dict:
+    """KID / FID (both directions) and the paired scores for in-memory networks.
+
+    ``cache`` (a dict, kept by the caller between calls) holds the Inception extractor, the
+    test images, the real-image features and the traced generator functions."""
+    log = log or _quiet
+    cache = _prepare_cache({} if cache is None else cache, config)
+    t0 = time.monotonic()
+    if "data" not in cache:
+        cache["data"] = load_test_data(config, log)
+    test = cache["data"]
+    extractor = _extractor(cache, config)
+    if cache.get("nets_id") != id(nets):
+        cache["translators"] = _translators(nets, config)
+        cache["nets_id"] = id(nets)
+    translators = cache["translators"]
+    real_features = cache.setdefault("real_features", {})
+    bar = None
+    if progress:
+        from ugatit_tf.common.progress import ProgressBar
+        total = sum(len(test[d]["inputs"]) + (0 if d in real_features else len(test[d]["views"]))
+                    for d in ("testA", "testB"))
+        bar = ProgressBar(total, label="inception", enabled=True)
+
+    def tick(n):
+        if bar is not None:
+            bar.update(n)
+
+    def feature_progress():
+        seen = [0]
+
+        def cb(done, _total):
+            tick(done - seen[0])
+            seen[0] = done
+        return cb
+
+    for domain in ("testA", "testB"):
+        if domain not in real_features:
+            real_features[domain] = extractor.from_uint8(test[domain]["views"],
+                                                         feature_progress())
+    directions = {}
+    for direction, (source, target, _truth) in DIRECTIONS.items():
+        outputs = translate(translators[direction], test[source]["inputs"])
+        fake = extractor.from_uint8(outputs, feature_progress())
+        real = real_features[target]
+        kid_mean, kid_std = ev.kid(real, fake, n_subsets=KID_SUBSETS,
+                                   subset_size=KID_MAX_SUBSET, seed=KID_SEED)
+        m = min(KID_MAX_SUBSET, len(real), len(fake))
+        # the do-nothing baseline: the untranslated source images vs the target domain
+        source_features = real_features[source]
+        id_mean, id_std = ev.kid(real, source_features, n_subsets=KID_SUBSETS,
+                                 subset_size=KID_MAX_SUBSET, seed=KID_SEED)
+        pairs = test["paired"].get(direction)
+        directions[direction] = {
+            "source": os.path.join(data_lib.dataset_folder(config), source),
+            "target": os.path.join(data_lib.dataset_folder(config), target),
+            "n": int(len(fake)),
+            "n_real": int(len(real)),
+            "kid": kid_mean,
+            "kid_std": kid_std,
+            "kid_x100": 100.0 * kid_mean,
+            "kid_x100_std": 100.0 * kid_std,
+            "kid_subset_size": int(m),
+            "kid_subsets_identical": bool(m == len(real) == len(fake)),
+            "fid": fid(real, fake),
+            "identity": {"kid_x100": 100.0 * id_mean, "kid_x100_std": 100.0 * id_std,
+                         "fid": fid(real, source_features)},
+            "paired": (paired_report(outputs, test[source]["views"], pairs,
+                                     test[target]["views"])
+                       if pairs is not None and pairs["truth"] is not None else None),
+        }
+    if bar is not None:
+        bar.close()
+    weights = inception_weights_arg(config.inception_weights)
+    return {
+        "dataset": config.dataset,
+        "img_size": config.img_size,
+        "inception_weights": config.inception_weights,
+        "inception_weights_path": extractor.weights_path,
+        "inception_random": weights is None,
+        "fid_method": fid_method(len(test["testA"]["inputs"]), len(test["testB"]["inputs"])),
+        "kid_n_subsets": KID_SUBSETS,
+        "kid_seed": KID_SEED,
+        "directions": directions,
+        "seconds": time.monotonic() - t0,
+    }
+
+
+# ---------------------------------------------------------------------------
+# The eval phase
+# ---------------------------------------------------------------------------
+
+def checkpoint_step(prefix: str):
+    """The training iteration stored in a checkpoint (its `step` variable), else the number
+    in the prefix (ckpt-2000), else None."""
+    import tensorflow as tf
+
+    try:
+        return int(tf.train.load_variable(prefix, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except Exception:  # noqa: BLE001 - converted checkpoints have no step
+        match = re.search(r"-(\d+)$", prefix)
+        return int(match.group(1)) if match else None
+
+
+def run_eval(config, log=print, checkpoint: str | None = None, progress: bool = True) -> dict:
+    """``--phase eval``: load the latest checkpoint (or ``checkpoint``), score both
+    directions, write result_dir/model_dir/eval.json atomically, log a table; returns the
+    report. Errors: data.DataError, checkpoints.CheckpointError,
+    evaluation.InceptionWeightsError (one-line messages for main)."""
+    from ugatit_tf.model.checkpoints import load_networks
+
+    config.validate()
+    t0 = time.monotonic()
+    cache: dict = {}
+    # the cheap checks first: data, then checkpoint, then the Inception weights
+    cache["key"] = _cache_key(config)
+    cache["data"] = load_test_data(config, log)
+    nets, prefix = load_networks(config, checkpoint=checkpoint)
+    step = checkpoint_step(prefix)
+    log(f" [*] Loaded {prefix} (step {step})")
+    _extractor(cache, config)
+    if cache["extractor"].weights_path is None:
+        log(" [!] --inception_weights random: a randomly initialised InceptionV3; KID / FID "
+            "are for smoke tests only, not comparable with anything (the paired score is "
+            "unaffected)")
+    scores = evaluate_networks(nets, config, cache, log=log, progress=progress)
+    report = {
+        "checkpoint": prefix,
+        "step": step,
+        **scores,
+        "seconds": time.monotonic() - t0,
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+    }
+    path = os.path.join(config.result_dir, config.model_dir, EVAL_FILE)
+    ev.write_json_atomic(path, report)
+    report["path"] = path
+    log(format_report(report))
+    log(f" [*] Evaluation written to {path}")
+    return report
+
+
+def _num(value, fmt):
+    if value is None or not np.isfinite(value):
+        return "inf" if value is not None and value > 0 else "n/a"
+    return format(value, fmt)
+
+
+def format_report(report: dict) -> str:
+    """A short text table of a report (run_eval's or evaluate_networks')."""
+    weights = "random (smoke test only)" if report.get("inception_random") else \
+        str(report.get("inception_weights"))
+    lines = [f" [*] KID x 100 and FID vs the target domain's test images "
+             f"(Inception weights: {weights}; lower is better)",
+             f"     {'direction':<9} {'n fake/real':>11} {'':<9} {'KIDx100':>17} {'FID':>10}"]
+    notes = []
+    for name, d in report["directions"].items():
+        kid = f"{_num(d['kid_x100'], '.2f')} +- {_num(d['kid_x100_std'], '.2f')}"
+        lines.append(f"     {name:<9} {str(d['n']) + '/' + str(d['n_real']):>11} {'model':<9} "
+                     f"{kid:>17} {_num(d['fid'], '.2f'):>10}")
+        if d.get("identity"):
+            i = d["identity"]
+            kid = f"{_num(i['kid_x100'], '.2f')} +- {_num(i['kid_x100_std'], '.2f')}"
+            lines.append(f"     {'':<9} {'':>11} {'identity':<9} {kid:>17} "
+                         f"{_num(i['fid'], '.2f'):>10}")
+        if d.get("kid_subsets_identical"):
+            notes.append(name)
+    if notes:
+        lines.append(f"     (KID std is 0 for {', '.join(notes)}: with <= {KID_MAX_SUBSET} "
+                     "images every KID subset is the whole test set)")
+    paired = {k: d["paired"] for k, d in report["directions"].items() if d.get("paired")}
+    if paired:
+        size = next(iter(paired.values()))["size"]
+        lines.append(f" [*] Paired score vs ground truth at {size}x{size} "
+                     "(L1 0..255 lower is better; PSNR dB, SSIM higher is better)")
+        lines.append(f"     {'direction':<9} {'n':>4} {'':<11} {'L1':>7} {'PSNR':>7} "
+                     f"{'SSIM':>7}")
+        for name, p in paired.items():
+            labels = [x for x in ("model", "identity", "target_mean") if x in p]
+            for label in labels:
+                s = p[label]
+                lines.append(f"     {name if label == 'model' else '':<9} "
+                             f"{str(p['n']) if label == 'model' else '':>4} "
+                             f"{label.replace('_', ' '):<11} "
+                             f"{_num(s['l1'], '.2f'):>7} {_num(s['psnr'], '.2f'):>7} "
+                             f"{_num(s['ssim'], '.4f'):>7}")
+            for base in ("identity", "target_mean"):
+                if f"beats_{base}" in p:
+                    better = [m.upper() for m in METRICS if p[f"beats_{base}"][m]]
+                    lines.append(f"     {'':<9} {'':>4} model beats {base.replace('_', ' ')} "
+                                 f"on: {', '.join(better) or 'none'}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# During training
+# ---------------------------------------------------------------------------
+
+def evaluate_during_training(nets, config, step: int, writer, extractor_cache: dict,
+                             log=None) -> dict:
+    """The eval phase's scores for the in-memory networks at iteration ``step``, written to
+    TensorBoard (``writer``, a tf.summary writer; None: not written) as
+    eval/{A2B,B2A}/{kid_x100, kid_x100_std, fid, identity_kid_x100, identity_fid} and, with
+    ground truth, eval/{A2B,B2A}/paired_{l1,psnr,ssim}, identity_{l1,psnr,ssim} and
+    target_mean_{l1,psnr,ssim} (the baselines are constant; plotted for reference).
+    ``extractor_cache`` is a dict the caller keeps between calls (start with {} or make_eval_cache(config)): it holds
+    the Inception network, the test images and the real images' features, so later calls
+    only translate and featurize the translations. Returns the scores (evaluate_networks'
+    dict plus "step")."""
+    import tensorflow as tf
+
+    scores = evaluate_networks(nets, config, extractor_cache, log=log, progress=False)
+    scores["step"] = int(step)
+    if writer is not None:
+        with writer.as_default(step=int(step)):
+            for name, d in scores["directions"].items():
+                tf.summary.scalar(f"eval/{name}/kid_x100", d["kid_x100"])
+                tf.summary.scalar(f"eval/{name}/kid_x100_std", d["kid_x100_std"])
+                tf.summary.scalar(f"eval/{name}/fid", d["fid"])
+                tf.summary.scalar(f"eval/{name}/identity_kid_x100", d["identity"]["kid_x100"])
+                tf.summary.scalar(f"eval/{name}/identity_fid", d["identity"]["fid"])
+                p = d.get("paired")
+                if p:
+                    for m in METRICS:
+                        tf.summary.scalar(f"eval/{name}/paired_{m}", p["model"][m])
+                        tf.summary.scalar(f"eval/{name}/identity_{m}", p["identity"][m])
+                        if "target_mean" in p:
+                            tf.summary.scalar(f"eval/{name}/target_mean_{m}",
+                                              p["target_mean"][m])
+        writer.flush()
+    if log is not None:
+        parts = []
+        for name, d in scores["directions"].items():
+            text = f"{name} KIDx100 {d['kid_x100']:.2f} FID {d['fid']:.1f}"
+            if d.get("paired"):
+                p = d["paired"]
+                text += (f" PSNR {p['model']['psnr']:.2f} (identity "
+                         f"{p['identity']['psnr']:.2f})")
+            parts.append(text)
+        log(f" [*] eval at iteration {step} ({scores['seconds']:.0f} s): " + "; ".join(parts))
+    return scores
