@@ -179,8 +179,8 @@ def test_budget_is_largest_frame_times_frames():
      f"pixels (frames x largest frame)"),
     (png((12000, 12000)), f"x: PNG image of 144000000 pixels (12000x12000), over the limit of "
                           f"{LIMIT} pixels (frames x largest frame)"),
-    (png((100, 100), [(100, 100, 0, 0)] * 2000),
-     f"x: PNG of 100x100 with 2000 frames of up to 10000 pixels = 20000000 pixels, over the "
+    (png((100, 100), [(100, 100, 0, 0)] * 6000),
+     f"x: PNG of 100x100 with 6000 frames of up to 10000 pixels = 60000000 pixels, over the "
      f"limit of {LIMIT} pixels (frames x largest frame)"),
     (riff(vp8x(64, 64), anmf(0, 0, 64, 64), anmf(0, 0, 16383, 16383)),
      f"x: WebP of 64x64 with 2 frames of up to 268402689 pixels = 536805378 pixels, over the "
@@ -196,8 +196,11 @@ def test_each_attack_is_refused_by_the_default_budget(data, message):
     assert str(e.value) == message
 
 
-def test_default_budget_accepts_a_4096_square_still_image():
-    assert I.check_image_budget(png((4096, 4096)), "x").pixels == LIMIT
+def test_default_budget_is_50_megapixels_all_frames_together():
+    assert I.check_image_budget(png((5000, 10000)), "x").pixels == LIMIT == 50_000_000
+    assert I.check_image_budget(gif((500, 500), [(0, 0, 500, 500)] * 200), "x").pixels == LIMIT
+    with pytest.raises(I.ImageRejected):
+        I.check_image_budget(gif((500, 500), [(0, 0, 500, 500)] * 201), "x")
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -241,9 +244,10 @@ def test_file_header_refuses_what_is_not_a_regular_file_without_blocking(tmp_pat
     make(path)
     with pytest.raises(I.ImageRejected) as e:
         I.check_image_file(path)
-    assert str(e.value) == f"{path}: not an image file but a {kind}"
+    assert str(e.value) == f"{path}: is a {kind}, not an image file"
 
 
-def test_file_header_of_a_missing_file_is_an_os_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_file_header_of_a_missing_file(tmp_path):
+    with pytest.raises(I.ImageRejected) as e:
         I.read_image_header_file(tmp_path / "missing.png")
+    assert str(e.value) == f"{tmp_path / 'missing.png'}: does not exist"

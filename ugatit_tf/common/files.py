@@ -82,6 +82,11 @@ def list_images(folder: str | os.PathLike, extensions=IMAGE_EXTENSIONS) -> list[
                   if is_image_name(f, extensions) and os.path.isfile(os.path.join(folder, f)))
 
 
+class PathError(ValueError):
+    """A path given by the user names the wrong kind of thing (a file where a folder is
+    expected, a FIFO, a device, nothing). The message is one line naming the flag and path."""
+
+
 def describe_mode(mode: int) -> str:
     """What an st_mode is, in the words of error messages: "file", "folder", "FIFO", ..."""
     for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
@@ -102,3 +107,19 @@ def path_kind(path: str | os.PathLike) -> str:
         return "missing"
     except OSError:
         return "unreadable"
+
+
+def check_path_kind(path: str | os.PathLike, flag: str, allowed: tuple[str, ...],
+                    expected: str) -> str:
+    """The kind of `path` (see `path_kind`) if it is one of `allowed`; otherwise PathError:
+    "FLAG PATH: is a FIFO, not EXPECTED" (or "does not exist")."""
+    kind = path_kind(path)
+    if kind in allowed:
+        return kind
+    if kind == "missing":
+        problem = "does not exist"
+    elif kind == "unreadable":
+        problem = f"cannot be read (a symbolic link loop or no permission), not {expected}"
+    else:
+        problem = f"is {'an existing' if kind == 'file' else 'a'} {kind}, not {expected}"
+    raise PathError(f"{flag} {os.fspath(path)}: {problem}")

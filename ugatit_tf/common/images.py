@@ -47,9 +47,10 @@ def from_uint8(pixels) -> np.ndarray:
 # Image headers and the pixel budget
 # ---------------------------------------------------------------------------
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
-"""Pixels one image may decode to, all its frames together: 16.8 megapixels (50 MB as RGB
-uint8), the same default as the SavedModel signatures' --max_pixels."""
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Pixels one image may decode to, all its frames together (largest frame x frames): 50
+megapixels, 150 MB as RGB uint8. Training data, test data, `--phase check` and `--input` photos
+use it; the SavedModel signatures have their own, stricter --max_pixels (4096 x 4096)."""
 
 ACCEPTED_FORMATS = "JPEG, PNG (APNG), GIF, WebP, BMP or TIFF"
 
@@ -333,12 +334,18 @@ def read_image_header(data: bytes, name: str = "image") -> ImageHeader:
 def read_image_header_file(path: str | os.PathLike) -> ImageHeader:
     """`read_image_header` for a file on disk: reads the head and seeks from header to header
     (GIF blocks, PNG chunks, JPEG segments, ...), 64 KiB at a time, never the whole file.
-    Anything but a regular file (a folder, FIFO, device) is refused without reading it."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+    A missing path, or anything but a regular file (a folder, FIFO, device), is refused
+    (ImageRejected) without reading it."""
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageRejected(f"{os.fspath(path)}: does not exist") from None
+    except OSError as e:
+        raise ImageRejected(f"{os.fspath(path)}: cannot be read ({e.strerror or e})") from None
     kind = describe_mode(os.fstat(fd).st_mode)
     if kind != "file":
         os.close(fd)
-        raise ImageRejected(f"{os.fspath(path)}: not an image file but a {kind}")
+        raise ImageRejected(f"{os.fspath(path)}: is a {kind}, not an image file")
     with os.fdopen(fd, "rb") as f:
         return _read_header(_FileSource(f), os.fspath(path))
 
@@ -368,3 +375,42 @@ def check_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXE
                      ) -> ImageHeader:
     """`check_image_budget` for a file on disk, read as `read_image_header_file` does."""
     return _enforce(read_image_header_file(path), os.fspath(path), max_pixels)
+
+
+# ---------------------------------------------------------------------------
+# Loading: the one way an image file becomes uint8 RGB pixels
+# ---------------------------------------------------------------------------
+
+def to_rgb8(im):
+    """A PIL image -> 8-bit RGB PIL image: first frame, EXIF orientation applied, 16-bit scaled
+    (x / 257), transparency flattened onto white, CMYK / palette / grayscale to RGB."""
+    from PIL import Image, ImageOps
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    im = ImageOps.exif_transpose(im)
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file -> uint8 RGB [H, W, 3] (`to_rgb8`'s conversion), for test data, photos
+    and evaluation alike. Refused before decoding, with ImageRejected naming the file: a path
+    that is missing or not a regular file, an unknown format, or headers that declare more than
+    `max_pixels` (largest frame x frames); undecodable data is refused the same way."""
+    from PIL import Image
+    check_image_file(path, max_pixels)
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(to_rgb8(im))
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageRejected(f"{os.fspath(path)}: cannot decode the image "
+                            f"({type(e).__name__}: {e})") from e
+    return np.ascontiguousarray(rgb)
