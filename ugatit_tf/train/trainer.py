@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ugatit_tf.common.images import to_uint8
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.train import distribute as dist
 from ugatit_tf.train import losses as L
@@ -605,12 +606,12 @@ def sample_sheet(nets: Networks, real_A: np.ndarray, real_B: np.ndarray) -> np.n
     x_bab = nets.genA2B(x_ba)[0]
     rows = []
     for i in range(real_A.shape[0]):
-        a = data_lib.to_uint8(real_A[i])
-        b = data_lib.to_uint8(real_B[i])
-        row = [a, data_lib.to_uint8(x_ab[i]), overlay(a, heat_ab[i].numpy()),
-               data_lib.to_uint8(x_aba[i]),
-               b, data_lib.to_uint8(x_ba[i]), overlay(b, heat_ba[i].numpy()),
-               data_lib.to_uint8(x_bab[i])]
+        a = to_uint8(real_A[i], "truncate")
+        b = to_uint8(real_B[i], "truncate")
+        row = [a, to_uint8(x_ab[i], "truncate"), overlay(a, heat_ab[i].numpy()),
+               to_uint8(x_aba[i], "truncate"),
+               b, to_uint8(x_ba[i], "truncate"), overlay(b, heat_ba[i].numpy()),
+               to_uint8(x_bab[i], "truncate")]
         rows.append(np.concatenate(row, axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -650,10 +651,10 @@ def run_test(config: Config, log=print, progress: bool = True) -> str:
                 continue
             x = data_lib.to_model_input(rgb, size)[None]
             image, _, heatmap = translate[direction](tf.constant(x))
-            output = data_lib.to_uint8(image[0].numpy())
+            output = to_uint8(image[0].numpy(), "truncate")
             out_path = os.path.join(folder, stem + ".png")
             heat_path = os.path.join(folder, stem + "_attention.png")
-            shown_input = data_lib.to_uint8(x[0])
+            shown_input = to_uint8(x[0], "truncate")
             try:
                 save_png(out_path, output)
                 save_png(heat_path, overlay(shown_input, heatmap[0].numpy()))
