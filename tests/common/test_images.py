@@ -182,3 +182,63 @@ def test_file_header_of_a_missing_file(tmp_path):
     with pytest.raises(I.ImageRejected) as e:
         I.read_image_header_file(tmp_path / "missing.png")
     assert str(e.value) == f"{tmp_path / 'missing.png'}: does not exist"
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def test_load_rgb_applies_the_exif_orientation(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high
+    img[:, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    p = tmp_path / "rot.jpg"
+    Image.fromarray(img).save(p, exif=exif, quality=95)
+    loaded = I.load_rgb(p)
+    assert loaded.shape == (40, 20, 3)
+    # red (left half) ends up on top after a 90 degree clockwise rotation
+    assert loaded[5, 10, 0] > 200 and loaded[35, 10, 0] < 60
+
+
+def test_load_rgb_flattens_alpha_onto_white_and_scales_16_bit(tmp_path):
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (0, 0, 0, 255)         # opaque black stays black
+    rgba[0, 1] = (0, 0, 0, 0)           # transparent becomes white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(I.load_rgb(tmp_path / "a.png")[0], [[0, 0, 0], [255] * 3])
+    gray16 = np.array([[0, 257 * 100], [65535, 128]], np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(I.load_rgb(tmp_path / "g.png")[..., 0], [[0, 100], [255, 0]])
+
+
+def test_load_rgb_refusals_name_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0\0\x10JFIF\0" + bytes(9) + b"\xff\xc0\0\x11\x08\0\x10\0\x10"
+                    + bytes(200))
+    with pytest.raises(I.ImageRejected, match=f"^{bad}: cannot decode the image"):
+        I.load_rgb(bad)
+    with pytest.raises(I.ImageRejected, match=f"^{tmp_path / 'missing.png'}: does not exist$"):
+        I.load_rgb(tmp_path / "missing.png")
+    (tmp_path / "noise.jpg").write_bytes(bytes(range(256)) * 2)
+    with pytest.raises(I.ImageRejected, match="noise.jpg: not a JPEG, PNG"):
+        I.load_rgb(tmp_path / "noise.jpg")
+
+
+def test_load_rgb_refuses_a_frame_bomb_before_decoding(tmp_path):
+    path = tmp_path / "frames.gif"
+    path.write_bytes(gif((64, 64), [(0, 0, 64, 64), (0, 0, 20000, 20000)]))
+    tracemalloc.start()
+    with pytest.raises(I.ImageRejected, match="over the limit of 50000000 pixels"):
+        I.load_rgb(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_to_uint8_roundings():
+    x = np.array([-1.0, -0.5, 0.0, 0.999, 1.0, 1.5, -2.0])
+    # (x + 1) * 127.5 = 0, 63.75, 127.5, 254.87, 255, 318.75, -127.5
+    np.testing.assert_array_equal(I.to_uint8(x, "truncate"), [0, 63, 127, 254, 255, 255, 0])
+    np.testing.assert_array_equal(I.to_uint8(x), [0, 64, 128, 255, 255, 255, 0])
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        I.to_uint8(x, "up")
+    np.testing.assert_array_equal(I.from_uint8(np.array([0, 255], np.uint8)), [-1.0, 1.0])
