@@ -99,11 +99,12 @@ def describe_mode(mode: int) -> str:
 
 def path_kind(path: str | os.PathLike) -> str:
     """What `path` names, following symlinks: "file", "folder", "FIFO", "character device",
-    "block device", "socket", "special file", "missing" (also a dangling symlink) or
+    "block device", "socket", "special file", "missing" (also a dangling symlink, or a path
+    below a file) or
     "unreadable" (a symlink loop, a permission problem on the way)."""
     try:
         return describe_mode(os.stat(path).st_mode)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # also "a_file/below"
         return "missing"
     except OSError:
         return "unreadable"
