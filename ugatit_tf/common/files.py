@@ -66,8 +66,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> str:
     return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
-def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2) -> str:
-    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
+def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2,
+                      sort_keys: bool = True) -> str:
+    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 def is_image_name(name: str, extensions=IMAGE_EXTENSIONS) -> bool:
