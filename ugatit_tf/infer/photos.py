@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 
 from ugatit_tf.common.files import PHOTO_EXTENSIONS as IMAGE_EXTENSIONS
-from ugatit_tf.common.files import VIDEO_EXTENSIONS, PathError, check_path_kind, path_kind
+from ugatit_tf.common.files import (VIDEO_EXTENSIONS, PathError, check_path_kind, list_images,
+                                    path_kind)
 from ugatit_tf.common.images import DEFAULT_MAX_PIXELS, load_rgb, to_uint8
 from ugatit_tf.common.progress import ProgressBar
 from ugatit_tf.infer import faces as F
@@ -277,10 +278,6 @@ class PhotoTranslator:
 # Files and folders
 # --------------------------------------------------------------------------
 
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def is_video(p: PathLike) -> bool:
     return Path(p).suffix.lower() in VIDEO_EXTENSIONS
 
@@ -299,8 +296,7 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
         if kind == "file":
             found.append(p)
         elif kind == "folder":
-            found.extend(sorted(q for q in p.iterdir()
-                                if q.is_file() and _is_image(q) and not q.name.startswith(".")))
+            found.extend(Path(q) for q in list_images(p, IMAGE_EXTENSIONS))
         elif kind == "missing" and _glob.has_magic(str(item)):
             found.extend(sorted(Path(q) for q in _glob.glob(os.path.expanduser(str(item)),
                                                             recursive=True)
