@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import stat
 
 import cv2
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from ugatit_tf.common.files import file_mode
 from ugatit_tf.common.images import load_rgb
 from ugatit_tf.infer import faces as F
 from ugatit_tf.infer import photos as P
@@ -294,6 +296,7 @@ def test_video_roundtrip(tmp_path):
     dst = tmp_path / "out" / "clip_translated.mp4"
     vs = P.translate_video(src, dst, fake_translate, 32, progress=False)
     assert vs.output == str(dst) and dst.is_file() and vs.codec == "mp4v"
+    assert stat.S_IMODE(os.stat(dst).st_mode) == file_mode()  # not mkstemp's 0600
     fps, frames = _probe(dst)
     assert len(frames) == 12 == vs.frames
     assert abs(fps - 10.0) < 1e-3

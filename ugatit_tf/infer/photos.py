@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from ugatit_tf.common.files import PHOTO_EXTENSIONS as IMAGE_EXTENSIONS
-from ugatit_tf.common.files import (VIDEO_EXTENSIONS, PathError, check_path_kind, list_images,
-                                    path_kind)
+from ugatit_tf.common.files import (VIDEO_EXTENSIONS, PathError, check_path_kind, file_mode,
+                                    list_images, path_kind)
 from ugatit_tf.common.images import DEFAULT_MAX_PIXELS, load_rgb, to_uint8
 from ugatit_tf.common.progress import ProgressBar
 from ugatit_tf.infer import faces as F
@@ -614,6 +614,7 @@ def translate_video(in_path: PathLike, out_path: PathLike,
             raise F.ImageLoadError(f"video '{in_path}' has no readable frames")
         writer.release()
         writer = None
+        os.chmod(tmp, file_mode())  # cv2 writes to a named file: atomic_write cannot serve
         os.replace(tmp, summary.output)
         tmp = None
     finally:
