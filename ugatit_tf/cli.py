@@ -125,7 +125,7 @@ def user_errors() -> tuple:
     errors = [ConfigError, DataError, CheckpointError]
     for module, name in (("export.saved_model", "ExportError"),
                          ("evaluate.inception", "InceptionWeightsError"),
-                         ("infer.photos", "NoFaceError"), ("infer.faces", "ImageLoadError")):
+                         ("infer.photos", "NoFaceError"), ("infer.video", "VideoError")):
         try:
             mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
             errors.append(getattr(mod, name))
