@@ -58,7 +58,7 @@ def phase_train(config: Config) -> int:
 def phase_test(config: Config) -> int:
     if config.input:
         return phase_photos(config)
-    from ugatit_tf.train.trainer import run_test
+    from ugatit_tf.infer.test_phase import run_test
     run_test(config)
     return 0
 

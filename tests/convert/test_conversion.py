@@ -25,7 +25,8 @@ from tests.reference import np_reference as R
 from ugatit_tf.convert import checkpoint as C
 from ugatit_tf.convert import torch_format as T
 from ugatit_tf.model.checkpoints import (build_optimizers, load_networks, make_checkpoint,
-                                   make_optimizer, model_checkpoint_dir, read_config)
+                                   model_checkpoint_dir, read_config)
+from ugatit_tf.train.optimizer import make_optimizer
 from ugatit_tf.config import Config
 from ugatit_tf.convert.checkpoint import ConversionError
 from ugatit_tf.model.networks import Networks, tf1_name_map, torch_name_map

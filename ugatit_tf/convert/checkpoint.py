@@ -26,7 +26,7 @@ non-empty destination is only replaced with `force=True`.
 
 Output: `checkpoint_dir/model_dir/` with config.json and a checkpoint `ckpt-STEP` holding
 generator_B, generator_A, discriminator_A, discriminator_B, G_optim, D_optim (Keras Adam, see
-`checkpoints.make_optimizer`) and `step` (a tf.int64 variable). STEP is the TF1 global counter
+`train.optimizer.make_optimizer`) and `step` (a tf.int64 variable). STEP is the TF1 global counter
 from the checkpoint file name (`UGATIT.model-1000001` -> 1000001; in the TF1 training loop the
 counter is the number of finished iterations + 1) or the step in the PyTorch file name
 (`selfie2anime_params_0100000.pt` -> 100000); 0 when the name has none. The trainer resumes
@@ -479,7 +479,8 @@ def _write(nets, config, step, g_optim, d_optim, force):
 
 
 def _new_optimizers(nets, config):
-    from ugatit_tf.model.checkpoints import build_optimizers, make_optimizer
+    from ugatit_tf.model.checkpoints import build_optimizers
+    from ugatit_tf.train.optimizer import make_optimizer
 
     g_optim = make_optimizer(config, "G_optim")
     d_optim = make_optimizer(config, "D_optim")
