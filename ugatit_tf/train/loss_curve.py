@@ -75,6 +75,7 @@ def _read_csv(path: str) -> list[dict]:
 def plot(rows: list[dict]):
     """The figure: D losses, G losses, G parts (A solid, B dashed; log scale), learning rate."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(12, 8), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True)
@@ -109,9 +110,10 @@ def plot(rows: list[dict]):
     for ax in axes.flat:
         ax.grid(True, alpha=0.3)
         if ax is not axes[1, 1]:
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="best")
     for ax in axes[1]:
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     bin_size = max((r["iterations"] for r in rows), default=1)
     figure.suptitle("U-GAT-IT training losses" +
                     (f" (each point: mean of {bin_size} iterations)" if bin_size > 1 else ""))
