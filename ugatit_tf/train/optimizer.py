@@ -1,9 +1,10 @@
-"""The one Adam of the project: the original's settings (lr, beta1 0.5, beta2 0.999, epsilon 1e-8)
-as a FusedAdam, used by training and by the checkpoint converters that write Adam state.
+"""The one Adam of the project, with the original's settings (lr, beta1 0.5, beta2 0.999, epsilon
+1e-8), used by training and by the checkpoint converters that write Adam state, and the
+original's learning-rate schedule.
 
 FusedAdam is keras.optimizers.Adam with the same formula, slot variables and checkpoint layout,
 but one fused kernel (ResourceApplyAdam) per variable update instead of about ten element-wise
-ops; docs/speed.md has the measurement.
+ops (tools/benchmark.py measures the training step).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ugatit_tf.config import Config
 from ugatit_tf.train.distribute import uses_loss_scale
 
 
@@ -55,7 +57,7 @@ def _handle(variable):
     return variable.handle
 
 
-def make_optimizer(config, name: str, mixed_precision: str = "none"):
+def make_optimizer(config: Config, name: str, mixed_precision: str = "none"):
     """The original's Adam (config.lr, beta1 0.5, beta2 0.999, epsilon 1e-8, TF1's default)
     named `name` (G_optim, D_optim). Its learning rate is a variable, so decay and resume
     restore it exactly. With mixed_precision "mixed_float16" it comes wrapped in a
@@ -71,3 +73,25 @@ def inner(optimizer):
     """The Adam inside a LossScaleOptimizer (checkpointed under the original's G_optim /
     D_optim names, so checkpoints do not depend on the precision)."""
     return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def learning_rate(config: Config, iteration: int) -> float:
+    """The learning rate of (0-based) iteration `iteration`.
+
+    tf1: constant until decay_epoch, then linearly to 0 at the last epoch, set per epoch
+    (lr * (epoch_total - epoch) / (epoch_total - decay_epoch)).
+    pytorch: constant for the first half of all iterations, then lowered by lr / (total/2)
+    every iteration."""
+    if not config.decay_flag:
+        return config.lr
+    if config.variant == "pytorch":
+        total = config.epoch * config.iteration
+        half = total // 2
+        step = iteration + 1
+        if half == 0 or step <= half:
+            return config.lr
+        return config.lr - config.lr / half * (step - half)
+    epoch = iteration // config.iteration
+    if epoch < config.decay_epoch or config.epoch == config.decay_epoch:
+        return config.lr
+    return config.lr * (config.epoch - epoch) / (config.epoch - config.decay_epoch)

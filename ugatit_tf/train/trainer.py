@@ -25,30 +25,8 @@ from ugatit_tf.model.networks import Networks, regularization_loss
 from ugatit_tf.train import distribute as dist
 from ugatit_tf.train import losses as L
 from ugatit_tf.train.loss_curve import LossCurve
-from ugatit_tf.train.optimizer import inner, make_optimizer
+from ugatit_tf.train.optimizer import inner, learning_rate, make_optimizer
 from ugatit_tf.train.samples import write_samples
-
-
-def learning_rate(config: Config, iteration: int) -> float:
-    """The learning rate of (0-based) iteration `iteration`.
-
-    tf1: constant until decay_epoch, then linearly to 0 at the last epoch, set per epoch
-    (lr * (epoch_total - epoch) / (epoch_total - decay_epoch)).
-    pytorch: constant for the first half of all iterations, then lowered by lr / (total/2)
-    every iteration."""
-    if not config.decay_flag:
-        return config.lr
-    if config.variant == "pytorch":
-        total = config.epoch * config.iteration
-        half = total // 2
-        step = iteration + 1
-        if half == 0 or step <= half:
-            return config.lr
-        return config.lr - config.lr / half * (step - half)
-    epoch = iteration // config.iteration
-    if epoch < config.decay_epoch or config.epoch == config.decay_epoch:
-        return config.lr
-    return config.lr * (config.epoch - epoch) / (config.epoch - config.decay_epoch)
 
 
 class _StopRequest:
