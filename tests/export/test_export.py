@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests.conftest import tiny_config
 from ugatit_tf.export import saved_model as ex
 from ugatit_tf.model import layers, networks
 from ugatit_tf.model.checkpoints import make_checkpoint, model_checkpoint_dir, write_config
@@ -45,12 +46,6 @@ def _load_client():
 
 
 client = _load_client()
-
-
-def tiny_config(**changes):
-    values = dict(light=True, img_size=SIZE, ch=8, n_res=2, n_dis=4, dataset="tiny")
-    values.update(changes)
-    return Config(**values).validate()
 
 
 def rgb(h, w, seed=0, smooth=True):
@@ -85,13 +80,13 @@ def keras_uint8(generator, pixels):
 @pytest.fixture(scope="module")
 def nets():
     tf.random.set_seed(1)
-    return Networks(tiny_config(), discriminators=False)
+    return Networks(tiny_config(ch=8), discriminators=False)
 
 
 @pytest.fixture(scope="module")
 def saved_model_dir(nets, tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "tiny" / "1"
-    return ex.export_saved_model(nets, tiny_config(), str(path), max_bytes=MAX_BYTES,
+    return ex.export_saved_model(nets, tiny_config(ch=8), str(path), max_bytes=MAX_BYTES,
                                  max_pixels=MAX_PIXELS, max_batch=MAX_BATCH)
 
 
@@ -278,7 +273,7 @@ def test_batch_limits(loaded):
 
 def test_refuses_to_overwrite_a_version(nets, saved_model_dir):
     with pytest.raises(ex.ExportError, match="already exists.*new --version"):
-        ex.export_saved_model(nets, tiny_config(), saved_model_dir)
+        ex.export_saved_model(nets, tiny_config(ch=8), saved_model_dir)
 
 
 def test_saved_model_cli_lists_signatures(saved_model_dir):
@@ -475,7 +470,7 @@ def scaled_nets():
     trained model. With the 0.02 init the decoder's AdaLIN gamma is ~1e-7 and the output is
     nearly constant, which says little about quantization error."""
     tf.random.set_seed(2)
-    scaled = Networks(tiny_config(), discriminators=False)
+    scaled = Networks(tiny_config(ch=8), discriminators=False)
     rng = np.random.default_rng(0)
     for gen in scaled.generators:
         for v in gen.variables:
@@ -490,7 +485,7 @@ def scaled_nets():
 @pytest.fixture(scope="module")
 def tflite_models(scaled_nets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tflite")
-    config = tiny_config()
+    config = tiny_config(ch=8)
     out = {}
     for key, q, float_io in (("float32_io", "float32", True), ("float32", "float32", False),
                              ("float16_io", "float16", True), ("dynamic", "dynamic", False),
@@ -580,18 +575,18 @@ def test_tflite_latency_helper(tflite_models):
 
 def test_tflite_refuses_overwrite_and_needs_calibration(scaled_nets, tflite_models, tmp_path):
     with pytest.raises(ex.ExportError, match="already exists"):
-        ex.export_tflite(scaled_nets.genA2B, tiny_config(), tflite_models["float32"])
+        ex.export_tflite(scaled_nets.genA2B, tiny_config(ch=8), tflite_models["float32"])
     with pytest.raises(ex.ExportError, match="representative images"):
-        ex.export_tflite(scaled_nets.genA2B, tiny_config(), str(tmp_path / "x.tflite"), "int8")
+        ex.export_tflite(scaled_nets.genA2B, tiny_config(ch=8), str(tmp_path / "x.tflite"), "int8")
     with pytest.raises(ex.ExportError, match="--quantize must be one of"):
-        ex.export_tflite(scaled_nets.genA2B, tiny_config(), str(tmp_path / "x.tflite"), "int4")
+        ex.export_tflite(scaled_nets.genA2B, tiny_config(ch=8), str(tmp_path / "x.tflite"), "int4")
 
 
 def test_tflite_refuses_over_2gb(tmp_path):
     """279M float32 parameters per generator would not fit; float16 would (estimate only)."""
     huge = types.SimpleNamespace(variables=[types.SimpleNamespace(shape=(600_000_000,))])
     with pytest.raises(ex.ExportError, match=r"2\.24 GiB, over the 2 GiB FlatBuffer limit"):
-        ex.export_tflite(huge, tiny_config(), str(tmp_path / "big.tflite"), "float32")
+        ex.export_tflite(huge, tiny_config(ch=8), str(tmp_path / "big.tflite"), "float32")
     assert ex.estimate_tflite_bytes(huge, "float16") < ex.FLATBUFFER_LIMIT
 
 
@@ -609,7 +604,7 @@ def test_tflite_fails_clearly_on_flex_ops(tmp_path):
     model = NeedsFlex()
     model(tf.zeros([1, SIZE, SIZE, 3]))
     with pytest.raises(ex.ExportError, match="(?s)BesselI1e.*no Flex"):
-        ex.export_tflite(model, tiny_config(), str(tmp_path / "flex.tflite"))
+        ex.export_tflite(model, tiny_config(ch=8), str(tmp_path / "flex.tflite"))
     assert not (tmp_path / "flex.tflite").exists()
 
 
@@ -618,7 +613,7 @@ def test_tflite_fails_clearly_on_flex_ops(tmp_path):
 # ---------------------------------------------------------------------------
 
 def _checkpointed(tmp_path, **changes):
-    config = tiny_config(checkpoint_dir=str(tmp_path / "checkpoints"),
+    config = tiny_config(ch=8, checkpoint_dir=str(tmp_path / "checkpoints"),
                          dataset_dir=str(tmp_path / "datasets"), **changes)
     tf.random.set_seed(7)
     nets = Networks(config, discriminators=False)
@@ -660,15 +655,15 @@ def test_export_models_from_checkpoint(tmp_path, capsys):
 def test_export_models_takes_options_from_config(nets, tmp_path):
     if not all(hasattr(Config, f) for f in ("export_dir", "export_format", "version")):
         pytest.skip("Config has no export flags")
-    config = tiny_config().replace(export_dir=str(tmp_path / "out"), export_format="saved_model",
-                                   version=7)
+    config = tiny_config(ch=8, export_dir=str(tmp_path / "out"), export_format="saved_model",
+                         version=7)
     written = ex.export_models(config, nets=nets, readme_path=None, model_name="mine")
     assert written["saved_model"] == str(tmp_path / "out" / "mine" / "7")
     assert 'name: "mine"' in open(written["models_config"]).read()
 
 
 def test_export_models_argument_errors(tmp_path):
-    config = tiny_config(checkpoint_dir=str(tmp_path / "none"))
+    config = tiny_config(ch=8, checkpoint_dir=str(tmp_path / "none"))
     with pytest.raises(ex.ExportError, match="--export_format"):
         ex.export_models(config, str(tmp_path), export_format="onnx")
     with pytest.raises(ex.ExportError, match="--quantize"):
@@ -701,7 +696,7 @@ def test_export_models_all_quantizations_with_dataset(tmp_path):
         out = ex.run_tflite(path, pixels)
         assert out["image"].shape == (1, SIZE, SIZE, 3) and out["image"].dtype == np.uint8
     # no calibration images for int8 -> a clear error naming the flag
-    empty = tiny_config(checkpoint_dir=config.checkpoint_dir, dataset_dir=str(tmp_path / "x"))
+    empty = tiny_config(ch=8, checkpoint_dir=config.checkpoint_dir, dataset_dir=str(tmp_path / "x"))
     with pytest.raises(ex.ExportError, match="--representative_dir"):
         ex.export_models(empty, str(tmp_path / "export2"), export_format="tflite",
                          quantize="int8", readme_path=None)

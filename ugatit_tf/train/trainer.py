@@ -98,42 +98,51 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        with dist.precision_policy(config.mixed_precision), self.strategy.scope():
-            self.nets = Networks(config)
-            self.g_optim = make_optimizer(config, "G_optim", config.mixed_precision)
-            self.d_optim = make_optimizer(config, "D_optim", config.mixed_precision)
-            build_optimizers(self.nets, self.g_optim, self.d_optim)
-        self.rng = tf.random.Generator.from_seed(config.seed)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        if datasets is None:
-            datasets = (data_lib.train_dataset(self.files["trainA"], config, config.seed),
-                        data_lib.train_dataset(self.files["trainB"], config, config.seed + 1))
-        self.ds_A, self.ds_B = datasets
-        self.iter_A, self.iter_B = iter(self.ds_A), iter(self.ds_B)
-        self.extra_state = dict(step=self.step, data_A=self.iter_A, data_B=self.iter_B,
-                                rng=self.rng)
-        if dist.uses_loss_scale(config.mixed_precision):
-            self.extra_state.update(G_loss_scale=self.g_optim, D_loss_scale=self.d_optim)
-        self.checkpoint = make_checkpoint(self.nets, inner(self.g_optim), inner(self.d_optim),
-                                          **self.extra_state)
-        self.ckpt_dir = model_checkpoint_dir(config)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.ckpt_dir,
-                                                  max_to_keep=config.keep_checkpoints,
-                                                  checkpoint_name="ckpt")
+        self._build_models()
+        self._build_state(datasets)
+        self.d_step = tf.function(self._d_step)
+        self.g_step = tf.function(self._g_step)
         self.sample_dir = os.path.join(config.sample_dir, config.model_dir)
+        self.writer = self.curve = self._summary_fn = self.eval_cache = None
+        if config.eval_freq and self.is_chief:  # builds InceptionV3 now: missing weights
+            from ugatit_tf.evaluate.run import make_eval_cache  # fail before training starts
+            self.eval_cache = make_eval_cache(config)
+
+    def _build_models(self) -> None:
+        """The networks and both optimizers (with their slots), in the strategy's scope and
+        under the --mixed_precision policy, and the D and G updates."""
+        cfg = self.config
+        with dist.precision_policy(cfg.mixed_precision), self.strategy.scope():
+            self.nets = Networks(cfg)
+            self.g_optim = make_optimizer(cfg, "G_optim", cfg.mixed_precision)
+            self.d_optim = make_optimizer(cfg, "D_optim", cfg.mixed_precision)
+            build_optimizers(self.nets, self.g_optim, self.d_optim)
         self.g_vars = [v for m in self.nets.generators for v in m.trainable_variables]
         self.d_vars = [v for m in self.nets.discriminators for v in m.trainable_variables]
         self._d_update = self._replicated_update(self.d_optim, self.d_vars, self._d_losses)
         self._g_update = self._replicated_update(self.g_optim, self.g_vars, self._g_losses)
-        self.d_step = tf.function(self._d_step)
-        self.g_step = tf.function(self._g_step)
-        self.writer = None
-        self.curve = None
-        self._summary_fn = None
-        self.eval_cache = None
-        if config.eval_freq and self.is_chief:  # builds InceptionV3 now: missing weights
-            from ugatit_tf.evaluate.run import make_eval_cache  # fail before training starts
-            self.eval_cache = make_eval_cache(config)
+
+    def _build_state(self, datasets) -> None:
+        """The data iterators, the random generator, the iteration counter and the checkpoint
+        (manager) that holds them with the networks and optimizers."""
+        cfg = self.config
+        self.rng = tf.random.Generator.from_seed(cfg.seed)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        if datasets is None:
+            datasets = (data_lib.train_dataset(self.files["trainA"], cfg, cfg.seed),
+                        data_lib.train_dataset(self.files["trainB"], cfg, cfg.seed + 1))
+        self.ds_A, self.ds_B = datasets
+        self.iter_A, self.iter_B = iter(self.ds_A), iter(self.ds_B)
+        self.extra_state = dict(step=self.step, data_A=self.iter_A, data_B=self.iter_B,
+                                rng=self.rng)
+        if dist.uses_loss_scale(cfg.mixed_precision):
+            self.extra_state.update(G_loss_scale=self.g_optim, D_loss_scale=self.d_optim)
+        self.checkpoint = make_checkpoint(self.nets, inner(self.g_optim), inner(self.d_optim),
+                                          **self.extra_state)
+        self.ckpt_dir = model_checkpoint_dir(cfg)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.ckpt_dir,
+                                                  max_to_keep=cfg.keep_checkpoints,
+                                                  checkpoint_name="ckpt")
 
     # ------------------------------------------------------------------ one iteration
     def run_iteration(self, it: int) -> tuple[dict, object, object]:
