@@ -90,7 +90,7 @@ def phase_photos(config: Config) -> int:
 
 
 def phase_export(config: Config) -> int:
-    from ugatit_tf.export.saved_model import export_models
+    from ugatit_tf.export.run import export_models
     paths = export_models(config, export_dir=config.export_dir,
                           export_format=config.export_format, quantize=config.quantize,
                           version=config.version)
