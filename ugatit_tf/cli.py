@@ -121,10 +121,11 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 def user_errors() -> tuple:
     """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
     from ugatit_tf.model.checkpoints import CheckpointError
-    from ugatit_tf.data.pipeline import DataError
+    from ugatit_tf.data.check import DataError
     errors = [ConfigError, DataError, CheckpointError]
-    for module, name in (("export", "ExportError"), ("evaluation", "InceptionWeightsError"),
-                         ("photos", "NoFaceError"), ("faces", "ImageLoadError")):
+    for module, name in (("export.saved_model", "ExportError"),
+                         ("evaluate.inception", "InceptionWeightsError"),
+                         ("infer.photos", "NoFaceError"), ("infer.faces", "ImageLoadError")):
         try:
             mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
             errors.append(getattr(mod, name))
