@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import glob
 import os
 import re
 import signal
@@ -37,7 +38,8 @@ class Parser(argparse.ArgumentParser):
             if word.startswith("-") and close:
                 message += f": did you mean {close[0]}?"
                 break
-        self.exit(2, f"{self.format_usage().strip()}\n{self.prog}: error: {message}\n")
+        usage = self.usage or f"{self.prog} [...]  ({self.prog} --help lists every flag)"
+        self.exit(2, f"usage: {usage}\n{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,10 +85,16 @@ def check_output_folder(path: str, flag: str) -> None:
 def check_inputs(config: Config) -> None:
     """--input must name existing photos or videos: a file, a glob or a non-empty folder."""
     from ugatit_tf.infer.photos import expand_inputs
+    item = config.input
+    if not os.path.exists(item):
+        if not glob.has_magic(item):
+            raise ConfigError(f"--input {item} does not exist")
+        if not glob.glob(os.path.expanduser(item), recursive=True):
+            raise ConfigError(f"--input '{item}' matches no file")
     try:
-        paths = expand_inputs(config.input)
+        paths = expand_inputs(item)
     except FileNotFoundError as e:
-        raise ConfigError(f"--input: {e}") from e
+        raise ConfigError(f"--input {item} has no photos or videos ({e})") from e
     unreadable = [p for p in paths if not os.access(p, os.R_OK)]
     if unreadable:
         raise ConfigError(f"--input: cannot read {unreadable[0]}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,26 +147,14 @@ def save_image(path: PathLike, rgb: np.ndarray) -> Path:
     """
     from PIL import Image
 
+    from ugatit_tf.common.files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rgb = as_rgb_uint8(rgb)
-    suffix = path.suffix or ".png"
-    fmt = Image.registered_extensions().get(suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(
-        dir=str(path.parent), prefix=f".{path.stem}.", suffix=".tmp" + suffix
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            opts = {"compress_level": 3} if fmt == "PNG" else (
-                {"quality": 95} if fmt in ("JPEG", "WEBP") else {})
-            Image.fromarray(rgb).save(f, format=fmt, **opts)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    fmt = Image.registered_extensions().get((path.suffix or ".png").lower(), "PNG")
+    opts = {"compress_level": 3} if fmt == "PNG" else (
+        {"quality": 95} if fmt in ("JPEG", "WEBP") else {})
+    atomic_write(path, lambda f: Image.fromarray(rgb).save(f, format=fmt, **opts))
     return path
 
 

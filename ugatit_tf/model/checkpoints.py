@@ -171,8 +171,8 @@ def no_checkpoint_message(config: Config, given=frozenset()) -> str:
         "phase", "checkpoint", "checkpoint_dir")]
     words = ["python", "main.py"] + [w for n in keep for w in (f"--{n}", str(getattr(config, n)))]
     commands = [shlex.join(words + ["--checkpoint", path]) for path in found]
-    return (f"no checkpoint found in {folder}; the checkpoints of --dataset {config.dataset} "
-            f"are used by: " + " ; ".join(commands))
+    return (f"no checkpoint found in {folder} (the flags name that folder); to use a checkpoint "
+            f"of --dataset {config.dataset}: " + " ; ".join(commands))
 
 
 def dataset_checkpoints(checkpoint_dir: str, dataset: str) -> list[str]:
