@@ -51,19 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> tuple[Config, frozenset]:
-    """The Config of the command line and the names of the flags given on it; a bad flag
-    exits with status 2 and one line naming it."""
-    parser = build_parser()
-    config, given = config_from_args(parser.parse_args(argv))
-    try:
-        config.validate()
-    except ConfigError as e:
-        parser.error(str(e))
+    """The Config of the command line (not validated yet: a checkpoint may still bring flags)
+    and the names of the flags given on it; an unknown flag or a bad value type exits with
+    status 2 and one line naming it."""
+    config, given = config_from_args(build_parser().parse_args(argv))
     return config, given
 
 
 def parse_config(argv=None) -> Config:
-    return parse_args(argv)[0]
+    """The validated Config of a command line, without looking for its checkpoint."""
+    config, _ = parse_args(argv)
+    try:
+        return config.validate()
+    except ConfigError as e:
+        build_parser().error(str(e))
 
 
 # ---------------------------------------------------------------------------
@@ -278,6 +279,10 @@ def main(argv=None) -> int:
         config = check_request(config, given)
     except (ConfigError, CheckpointError) as e:
         return fail(str(e))
+    try:  # after check_request: the checkpoint's flags (--n_dis, ...) count
+        config.validate()
+    except ConfigError as e:
+        build_parser().error(str(e))
     import_tensorflow(config.verbose)
     errors = user_errors()
     try:
