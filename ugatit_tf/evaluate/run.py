@@ -82,6 +82,7 @@ import numpy as np
 
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.evaluate import metrics as ev
+from ugatit_tf.evaluate.plots import write_eval_chart
 
 RANDOM_WEIGHTS = ("random", "none")  # --inception_weights values meaning weights=None
 KID_SUBSETS = 100
@@ -474,6 +475,7 @@ def run_eval(config, log=print, checkpoint: str | None = None, progress: bool = 
     }
     path = os.path.join(config.result_dir, config.model_dir, EVAL_FILE)
     ev.write_json_atomic(path, report)
+    report["chart"] = write_eval_chart(report, os.path.splitext(path)[0] + ".png")
     report["path"] = path
     log(format_report(report))
     log(f" [*] Evaluation written to {path}")
