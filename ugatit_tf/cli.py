@@ -43,7 +43,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="main.py", usage=USAGE,
+    parser = Parser(prog="main.py", usage=USAGE, formatter_class=lambda prog: (
+                        argparse.HelpFormatter(prog, max_help_position=30, width=100)),
                     description="U-GAT-IT in TensorFlow 2 / Keras 3 (the original's flags: "
                                 "--light True, --img_size 256, ...)")
     add_config_flags(parser)

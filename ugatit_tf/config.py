@@ -53,6 +53,7 @@ HELP_GROUPS = (
     ("photos", "test phase on your own photos and videos (--input)"),
     ("eval", "evaluation"),
     ("speed", "speed and scale (train phase)"),
+    ("serving", "web page (--phase serve)"),
 )
 
 
@@ -332,6 +333,14 @@ def _flag_type(default):
     return int if isinstance(default, int) else str
 
 
+def _metavar(name: str, default) -> str:
+    if isinstance(default, bool):
+        return "BOOL"
+    if isinstance(default, (int, float)):
+        return "N"
+    return "NAME" if name == "dataset" else "PATH"
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add one flag per Config field, typed like the original (`--light True`), in the --help
     sections of HELP_GROUPS. Defaults are SUPPRESSed so that the parsed namespace holds only
@@ -340,7 +349,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(Config):
         shown = f" (default: {f.default})" if f.default != "" else ""
         choices = f.metadata.get("choices")
-        metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+        metavar = "{" + ",".join(choices) + "}" if choices else _metavar(f.name, f.default)
         sections[f.metadata["group"]].add_argument(
             f"--{f.name}", type=_flag_type(f.default), default=argparse.SUPPRESS,
             choices=choices, metavar=metavar, help=f.metadata["help"] + shown)
