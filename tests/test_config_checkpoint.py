@@ -96,7 +96,9 @@ def test_help_is_grouped_and_every_flag_is_in_it(capsys):
         cli.parse_args(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    positions = [text.index(title + ":") for _, title in HELP_GROUPS]
+    used = {f.metadata["group"] for f in Config.__dataclass_fields__.values()}
+    positions = [text.index(title + ":") for key, title in HELP_GROUPS if key in used]
+    assert len(positions) >= 9
     assert positions == sorted(positions)
     for name in Config.__dataclass_fields__:  # one option line per flag
         assert len(re.findall(rf"^  --{name} ", text, re.MULTILINE)) == 1, name

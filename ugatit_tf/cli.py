@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 
-from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args
+from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args, given_flags
 
 USAGE = ("main.py --phase {train,test,export,eval,check} --dataset NAME [--checkpoint PATH] "
          "[--input PATH] [...]  (main.py --help lists every flag)")
@@ -21,6 +21,7 @@ USAGE = ("main.py --phase {train,test,export,eval,check} --dataset NAME [--check
 CHECKPOINT_PHASES = ("test", "export", "eval")
 # TensorFlow's C++ log lines (absl format) and absl's notice before its logging starts
 TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+                      r"To enable the following instructions: |"
                       r"[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] )")
 
 
@@ -55,8 +56,8 @@ def parse_args(argv=None) -> tuple[Config, frozenset]:
     """The Config of the command line (not validated yet: a checkpoint may still bring flags)
     and the names of the flags given on it; an unknown flag or a bad value type exits with
     status 2 and one line naming it."""
-    config, given = config_from_args(build_parser().parse_args(argv))
-    return config, given
+    args = build_parser().parse_args(argv)
+    return config_from_args(args), given_flags(args)
 
 
 def parse_config(argv=None) -> Config:

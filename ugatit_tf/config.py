@@ -355,7 +355,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             choices=choices, metavar=metavar, help=f.metadata["help"] + shown)
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, frozenset]:
-    """The Config of parsed flags, and the names of the flags given explicitly."""
-    given = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
-    return Config(**given), frozenset(given)
+def given_flags(args: argparse.Namespace) -> frozenset:
+    """The names of the Config flags given on the command line (the others are SUPPRESSed)."""
+    return frozenset(f.name for f in fields(Config) if hasattr(args, f.name))
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config of parsed flags: the given ones, the defaults for the rest."""
+    return Config(**{name: getattr(args, name) for name in given_flags(args)})
