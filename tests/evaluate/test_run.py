@@ -74,7 +74,8 @@ def test_run_eval_end_to_end(setup):
     path = os.path.join(cfg.result_dir, cfg.model_dir, "eval.json")
     assert report["path"] == path
     saved = json.loads(open(path).read())
-    assert sorted(f for f in os.listdir(os.path.dirname(path))) == ["eval.json"]  # no temp
+    assert sorted(f for f in os.listdir(os.path.dirname(path))) == [
+        "eval.json", "eval.png"]  # no temp file
     assert saved["checkpoint"] == setup["prefix"] and saved["step"] == STEP
     assert saved["config"]["img_size"] == 32 and saved["config"]["inception_weights"] == "random"
     assert saved["inception_random"] is True and saved["fid_method"] == "svd"

@@ -19,6 +19,7 @@ from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.evaluate import metrics as ev
 from ugatit_tf.evaluate.folders import write_report
 from ugatit_tf.evaluate.inception import FEATURE_DIM, InceptionFeatureExtractor
+from ugatit_tf.evaluate.plots import write_eval_chart
 
 RANDOM_WEIGHTS = ("random", "none")  # --inception_weights values meaning weights=None
 KID_SUBSETS = 100
@@ -372,6 +373,7 @@ def run_eval(config, log=print, checkpoint: str | None = None, progress: bool = 
     }
     path = os.path.join(config.result_dir, config.model_dir, EVAL_FILE)
     write_report(path, report)
+    report["chart"] = write_eval_chart(report, os.path.splitext(path)[0] + ".png")
     report["path"] = path
     log(format_report(report))
     log(f" [*] Evaluation written to {path}")

@@ -103,6 +103,8 @@ def save_image(path: PathLike, rgb: np.ndarray) -> Path:
     (PNG recommended). Returns the path."""
     from PIL import Image
 
+    from ugatit_tf.common.files import atomic_write
+
     path = Path(path)
     rgb = as_rgb_uint8(rgb)
     fmt = Image.registered_extensions().get((path.suffix or ".png").lower(), "PNG")
