@@ -87,6 +87,7 @@ def check_output_folder(path: str, flag: str) -> None:
 
 def check_inputs(config: Config) -> None:
     """--input must name existing photos or videos: a file, a glob or a non-empty folder."""
+    from ugatit_tf.common.files import PathError
     from ugatit_tf.infer.photos import expand_inputs
     item = config.input
     if not os.path.exists(item):
@@ -96,8 +97,8 @@ def check_inputs(config: Config) -> None:
             raise ConfigError(f"--input '{item}' matches no file")
     try:
         paths = expand_inputs(item)
-    except FileNotFoundError as e:
-        raise ConfigError(f"--input {item} has no photos or videos ({e})") from e
+    except PathError as e:  # a FIFO or device, nothing found: one line naming --input
+        raise ConfigError(str(e)) from e
     unreadable = [p for p in paths if not os.access(p, os.R_OK)]
     if unreadable:
         raise ConfigError(f"--input: cannot read {unreadable[0]}")
