@@ -254,19 +254,18 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 
 
 def user_errors() -> tuple:
-    """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
+    """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback.
+    (Imported here, not at the top: most of these modules import TensorFlow.)"""
+    from ugatit_tf.common.files import PathError
+    from ugatit_tf.common.images import ImageRejected
     from ugatit_tf.data.check import DataError
+    from ugatit_tf.evaluate.inception import InceptionWeightsError
+    from ugatit_tf.export.saved_model import ExportError
+    from ugatit_tf.infer.faces import ImageLoadError
+    from ugatit_tf.infer.photos import NoFaceError
     from ugatit_tf.model.checkpoints import CheckpointError
-    errors = [ConfigError, DataError, CheckpointError]
-    for module, name in (("export.saved_model", "ExportError"),
-                         ("evaluate.inception", "InceptionWeightsError"),
-                         ("infer.photos", "NoFaceError"), ("infer.faces", "ImageLoadError")):
-        try:
-            mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
-            errors.append(getattr(mod, name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (ConfigError, PathError, ImageRejected, DataError, CheckpointError, ExportError,
+            InceptionWeightsError, NoFaceError, ImageLoadError)
 
 
 def fail(message: str) -> int:
@@ -276,10 +275,11 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     config, given = parse_args(argv)
+    from ugatit_tf.common.files import PathError
     from ugatit_tf.model.checkpoints import CheckpointError
     try:
         config = check_request(config, given)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, PathError) as e:
         return fail(str(e))
     try:  # after check_request: the checkpoint's flags (--n_dis, ...) count
         config.validate()
