@@ -193,7 +193,7 @@ def phase_train(config: Config) -> int:
 def phase_test(config: Config) -> int:
     if config.input:
         return phase_photos(config)
-    from ugatit_tf.train.trainer import run_test
+    from ugatit_tf.infer.test_phase import run_test
     run_test(config)
     return 0
 
@@ -225,7 +225,7 @@ def phase_photos(config: Config) -> int:
 
 
 def phase_export(config: Config) -> int:
-    from ugatit_tf.export.saved_model import export_models
+    from ugatit_tf.export.run import export_models
     paths = export_models(config, export_dir=config.export_dir,
                           export_format=config.export_format, quantize=config.quantize,
                           version=config.version)
@@ -259,7 +259,7 @@ def user_errors() -> tuple:
     from ugatit_tf.model.checkpoints import CheckpointError
     errors = [ConfigError, DataError, CheckpointError]
     for module, name in (("export.saved_model", "ExportError"),
-                         ("evaluate.metrics", "InceptionWeightsError"),
+                         ("evaluate.inception", "InceptionWeightsError"),
                          ("infer.photos", "NoFaceError"), ("infer.faces", "ImageLoadError")):
         try:
             mod = __import__(f"ugatit_tf.{module}", fromlist=[name])

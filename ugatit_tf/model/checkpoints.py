@@ -38,14 +38,6 @@ def model_checkpoint_dir(config: Config) -> str:
     return os.path.join(config.checkpoint_dir, config.model_dir)
 
 
-def make_optimizer(config: Config, name: str):
-    """Adam as in the original: lr, beta1 0.5, beta2 0.999, epsilon 1e-8 (TF1's default).
-    The learning rate is a variable so that decay and resume restore it exactly."""
-    import keras
-    return keras.optimizers.Adam(learning_rate=config.lr, beta_1=0.5, beta_2=0.999,
-                                 epsilon=1e-8, name=name)
-
-
 def make_checkpoint(nets, g_optim=None, d_optim=None, **extra):
     """The tf.train.Checkpoint of `nets` (a Networks) with the original's names."""
     import tensorflow as tf
