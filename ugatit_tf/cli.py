@@ -125,9 +125,10 @@ def check_request(config: Config, given: frozenset) -> Config:
                               f"folder")
     else:
         check_output_folder(config.result_dir, "--result_dir")
-    if config.phase == "eval" and config.inception_weights not in ("imagenet", "random", "none") and (
-            not os.path.isfile(config.inception_weights)):
-        raise ConfigError(f"--inception_weights {config.inception_weights} is not a file")
+    weights = config.inception_weights  # a file, or a name (evaluate.run.inception_weights_arg)
+    if config.phase == "eval" and weights.strip().lower() not in (
+            "imagenet", "random", "none") and not os.path.isfile(weights):
+        raise ConfigError(f"--inception_weights {weights} is not a file")
     return resolve_checkpoint(config, given)
 
 
