@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import glob
 import os
 import re
 import signal
@@ -74,35 +73,27 @@ def parse_config(argv=None) -> Config:
 # ---------------------------------------------------------------------------
 
 def check_output_folder(path: str, flag: str) -> None:
-    """Raise ConfigError when `path` could not be created or written, without creating it."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise ConfigError(f"cannot write to {path}: {probe} is a file, not a folder; check "
-                          f"{flag}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write to {path}: {probe} is not writable; check {flag}")
+    """PathError when `path` could not be created or written, without creating it."""
+    from ugatit_tf.common.files import PathError, check_path_kind, path_kind
+    check_path_kind(path, flag, ("folder", "missing"), "a folder")
+    parent = os.path.normpath(path)
+    while path_kind(parent) == "missing":
+        parent = os.path.dirname(parent) or "."
+    check_path_kind(parent, flag, ("folder",), "a folder")  # names the ancestor
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathError(f"{flag} {path}: cannot write into {parent} (no permission or a "
+                        f"read-only file system)")
 
 
 def check_inputs(config: Config) -> None:
     """--input must name existing photos or videos: a file, a glob or a non-empty folder."""
+    from ugatit_tf.common.files import PathError
     from ugatit_tf.infer.photos import expand_inputs
-    item = config.input
-    if not os.path.exists(item):
-        if not glob.has_magic(item):
-            raise ConfigError(f"--input {item} does not exist")
-        if not glob.glob(os.path.expanduser(item), recursive=True):
-            raise ConfigError(f"--input '{item}' matches no file")
-    try:
-        paths = expand_inputs(item)
-    except FileNotFoundError as e:
-        raise ConfigError(f"--input {item} has no photos or videos ({e})") from e
-    unreadable = [p for p in paths if not os.access(p, os.R_OK)]
+    unreadable = [p for p in expand_inputs(config.input) if not os.access(p, os.R_OK)]
     if unreadable:
-        raise ConfigError(f"--input: cannot read {unreadable[0]}")
-    check_output_folder(config.output or config.result_dir, "--output" if config.output
-                        else "--result_dir")
+        raise PathError(f"--input {config.input}: cannot read {unreadable[0]}")
+    if config.output:
+        check_output_folder(config.output, "--output")
 
 
 def check_request(config: Config, given: frozenset) -> Config:
@@ -256,18 +247,15 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 
 def user_errors() -> tuple:
     """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
+    from ugatit_tf.common.files import PathError
     from ugatit_tf.data.check import DataError
+    from ugatit_tf.evaluate.inception import InceptionWeightsError
+    from ugatit_tf.export.saved_model import ExportError
+    from ugatit_tf.infer.faces import ImageLoadError
+    from ugatit_tf.infer.photos import NoFaceError
     from ugatit_tf.model.checkpoints import CheckpointError
-    errors = [ConfigError, DataError, CheckpointError]
-    for module, name in (("export.saved_model", "ExportError"),
-                         ("evaluate.inception", "InceptionWeightsError"),
-                         ("infer.photos", "NoFaceError"), ("infer.faces", "ImageLoadError")):
-        try:
-            mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
-            errors.append(getattr(mod, name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (ConfigError, PathError, DataError, CheckpointError, ExportError,
+            InceptionWeightsError, NoFaceError, ImageLoadError)
 
 
 def fail(message: str) -> int:
@@ -277,10 +265,11 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     config, given = parse_args(argv)
+    from ugatit_tf.common.files import PathError
     from ugatit_tf.model.checkpoints import CheckpointError
     try:
         config = check_request(config, given)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, PathError) as e:
         return fail(str(e))
     try:  # after check_request: the checkpoint's flags (--n_dis, ...) count
         config.validate()
