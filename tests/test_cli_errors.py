@@ -78,7 +78,7 @@ MISTAKES = [
     (MAIN + ["--phase", "eval", "--checkpoint", CKPT, "--inception_weights", "none.h5"],
      ["error: --inception_weights none.h5 is not a file"]),
     (MAIN + ["--phase", "train", "--checkpoint", CKPT],
-     ["error: --checkpoint is for --phase test, export, eval; --phase train uses"]),
+     ["error: --checkpoint is for --phase test, export, eval, serve; --phase train uses"]),
     (MAIN + ["--phase", "export", "--checkpoint", CKPT, "--input", "photos"],
      ["error: --input is for --phase test, not --phase export"]),
     (MAIN + ["--phase", "train", "--epoch", "-1"],

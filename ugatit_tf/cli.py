@@ -17,7 +17,7 @@ from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_
 USAGE = ("main.py --phase {train,test,export,eval,check} --dataset NAME [--checkpoint PATH] "
          "[--input PATH] [...]  (main.py --help lists every flag)")
 # phases that run a trained checkpoint (found by --checkpoint or by the flags)
-CHECKPOINT_PHASES = ("test", "export", "eval")
+CHECKPOINT_PHASES = ("test", "export", "eval", "serve")
 # TensorFlow's C++ log lines (absl format) and absl's notice before its logging starts
 TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
                       r"To enable the following instructions: |"
@@ -105,8 +105,8 @@ def check_request(config: Config, given: frozenset) -> Config:
                           f"--phase {config.phase} uses checkpoint_dir/model_dir")
     if config.input and config.phase != "test":
         raise ConfigError(f"--input is for --phase test, not --phase {config.phase}")
-    if config.phase not in CHECKPOINT_PHASES:
-        return config
+    if config.phase not in CHECKPOINT_PHASES or getattr(config, "serving_url", ""):
+        return config  # (the page in front of a TF Serving model needs no checkpoint)
     if config.input:
         check_inputs(config)
     if config.phase == "export":
@@ -114,7 +114,7 @@ def check_request(config: Config, given: frozenset) -> Config:
         if config.representative_dir and not os.path.isdir(config.representative_dir):
             raise ConfigError(f"--representative_dir {config.representative_dir} is not a "
                               f"folder")
-    else:
+    elif config.phase in ("test", "eval"):
         check_output_folder(config.result_dir, "--result_dir")
     weights = config.inception_weights  # a file, or a name (evaluate.run.inception_weights_arg)
     if config.phase == "eval" and weights.strip().lower() not in (
