@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 
+from ugatit_tf.common.files import PathError, check_path_kind, path_kind
 from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args, given_flags
 
 USAGE = ("main.py --phase {train,test,export,eval,check} --dataset NAME [--checkpoint PATH] "
@@ -33,9 +34,9 @@ class Parser(argparse.ArgumentParser):
             self.exit(2, f"{self.prog}: error: {message}\n")
         flags = [a for a in self._option_string_actions if a.startswith("--")]
         words = unknown.group(1).split()
-        for word in words:
+        for word in (w for w in words if w.startswith("-")):
             close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
-            if word.startswith("-") and close:
+            if close:
                 message += f": did you mean {close[0]}?"
                 break
         usage = self.usage or f"{self.prog} [...]  ({self.prog} --help lists every flag)"
@@ -74,7 +75,6 @@ def parse_config(argv=None) -> Config:
 
 def check_output_folder(path: str, flag: str) -> None:
     """PathError when `path` could not be created or written, without creating it."""
-    from ugatit_tf.common.files import PathError, check_path_kind, path_kind
     check_path_kind(path, flag, ("folder", "missing"), "a folder")
     parent = os.path.normpath(path)
     while path_kind(parent) == "missing":
@@ -87,7 +87,6 @@ def check_output_folder(path: str, flag: str) -> None:
 
 def check_inputs(config: Config) -> None:
     """--input must name existing photos or videos: a file, a glob or a non-empty folder."""
-    from ugatit_tf.common.files import PathError
     from ugatit_tf.infer.photos import expand_inputs
     unreadable = [p for p in expand_inputs(config.input) if not os.access(p, os.R_OK)]
     if unreadable:
@@ -247,7 +246,6 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 
 def user_errors() -> tuple:
     """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
-    from ugatit_tf.common.files import PathError
     from ugatit_tf.data.check import DataError
     from ugatit_tf.evaluate.inception import InceptionWeightsError
     from ugatit_tf.export.saved_model import ExportError
@@ -265,7 +263,6 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     config, given = parse_args(argv)
-    from ugatit_tf.common.files import PathError
     from ugatit_tf.model.checkpoints import CheckpointError
     try:
         config = check_request(config, given)
