@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import glob
 import os
 import re
 import signal
 import sys
 import tempfile
 
+from ugatit_tf.common.files import PathError, check_path_kind, path_kind
 from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args, given_flags
 
 USAGE = ("main.py --phase {train,test,export,eval,check} --dataset NAME [--checkpoint PATH] "
          "[--input PATH] [...]  (main.py --help lists every flag)")
 # phases that run a trained checkpoint (found by --checkpoint or by the flags)
-CHECKPOINT_PHASES = ("test", "export", "eval")
+CHECKPOINT_PHASES = ("test", "export", "eval", "serve")
 # TensorFlow's C++ log lines (absl format) and absl's notice before its logging starts
 TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
                       r"To enable the following instructions: |"
@@ -34,9 +34,9 @@ class Parser(argparse.ArgumentParser):
             self.exit(2, f"{self.prog}: error: {message}\n")
         flags = [a for a in self._option_string_actions if a.startswith("--")]
         words = unknown.group(1).split()
-        for word in words:
+        for word in (w for w in words if w.startswith("-")):
             close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
-            if word.startswith("-") and close:
+            if close:
                 message += f": did you mean {close[0]}?"
                 break
         usage = self.usage or f"{self.prog} [...]  ({self.prog} --help lists every flag)"
@@ -74,36 +74,25 @@ def parse_config(argv=None) -> Config:
 # ---------------------------------------------------------------------------
 
 def check_output_folder(path: str, flag: str) -> None:
-    """Raise ConfigError when `path` could not be created or written, without creating it."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise ConfigError(f"cannot write to {path}: {probe} is a file, not a folder; check "
-                          f"{flag}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write to {path}: {probe} is not writable; check {flag}")
+    """PathError when `path` could not be created or written, without creating it."""
+    check_path_kind(path, flag, ("folder", "missing"), "a folder")
+    parent = os.path.normpath(path)
+    while path_kind(parent) == "missing":
+        parent = os.path.dirname(parent) or "."
+    check_path_kind(parent, flag, ("folder",), "a folder")  # names the ancestor
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathError(f"{flag} {path}: cannot write into {parent} (no permission or a "
+                        f"read-only file system)")
 
 
 def check_inputs(config: Config) -> None:
     """--input must name existing photos or videos: a file, a glob or a non-empty folder."""
-    from ugatit_tf.common.files import PathError
     from ugatit_tf.infer.photos import expand_inputs
-    item = config.input
-    if not os.path.exists(item):
-        if not glob.has_magic(item):
-            raise ConfigError(f"--input {item} does not exist")
-        if not glob.glob(os.path.expanduser(item), recursive=True):
-            raise ConfigError(f"--input '{item}' matches no file")
-    try:
-        paths = expand_inputs(item)
-    except PathError as e:  # a FIFO or device, nothing found: one line naming --input
-        raise ConfigError(str(e)) from e
-    unreadable = [p for p in paths if not os.access(p, os.R_OK)]
+    unreadable = [p for p in expand_inputs(config.input) if not os.access(p, os.R_OK)]
     if unreadable:
-        raise ConfigError(f"--input: cannot read {unreadable[0]}")
-    check_output_folder(config.output or config.result_dir, "--output" if config.output
-                        else "--result_dir")
+        raise PathError(f"--input {config.input}: cannot read {unreadable[0]}")
+    if config.output:
+        check_output_folder(config.output, "--output")
 
 
 def check_request(config: Config, given: frozenset) -> Config:
@@ -115,8 +104,8 @@ def check_request(config: Config, given: frozenset) -> Config:
                           f"--phase {config.phase} uses checkpoint_dir/model_dir")
     if config.input and config.phase != "test":
         raise ConfigError(f"--input is for --phase test, not --phase {config.phase}")
-    if config.phase not in CHECKPOINT_PHASES:
-        return config
+    if config.phase not in CHECKPOINT_PHASES or getattr(config, "serving_url", ""):
+        return config  # (the page in front of a TF Serving model needs no checkpoint)
     if config.input:
         check_inputs(config)
     if config.phase == "export":
@@ -124,11 +113,12 @@ def check_request(config: Config, given: frozenset) -> Config:
         if config.representative_dir and not os.path.isdir(config.representative_dir):
             raise ConfigError(f"--representative_dir {config.representative_dir} is not a "
                               f"folder")
-    else:
+    elif config.phase in ("test", "eval"):
         check_output_folder(config.result_dir, "--result_dir")
-    if config.phase == "eval" and config.inception_weights not in ("imagenet", "random") and (
-            not os.path.isfile(config.inception_weights)):
-        raise ConfigError(f"--inception_weights {config.inception_weights} is not a file")
+    weights = config.inception_weights  # a file, or a name (evaluate.run.inception_weights_arg)
+    if config.phase == "eval" and weights.strip().lower() not in (
+            "imagenet", "random", "none") and not os.path.isfile(weights):
+        raise ConfigError(f"--inception_weights {weights} is not a file")
     return resolve_checkpoint(config, given)
 
 
@@ -255,19 +245,18 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 
 
 def user_errors() -> tuple:
-    """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
+    """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback.
+    (Imported here, not at the top: most of these modules import TensorFlow.)"""
+    from ugatit_tf.common.files import PathError
+    from ugatit_tf.common.images import ImageRejected
     from ugatit_tf.data.check import DataError
+    from ugatit_tf.evaluate.inception import InceptionWeightsError
+    from ugatit_tf.export.saved_model import ExportError
+    from ugatit_tf.infer.faces import ImageLoadError
+    from ugatit_tf.infer.photos import NoFaceError
     from ugatit_tf.model.checkpoints import CheckpointError
-    errors = [ConfigError, DataError, CheckpointError]
-    for module, name in (("export.saved_model", "ExportError"),
-                         ("evaluate.inception", "InceptionWeightsError"),
-                         ("infer.photos", "NoFaceError"), ("infer.video", "VideoError")):
-        try:
-            mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
-            errors.append(getattr(mod, name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (ConfigError, PathError, ImageRejected, DataError, CheckpointError, ExportError,
+            InceptionWeightsError, NoFaceError, ImageLoadError)
 
 
 def fail(message: str) -> int:
@@ -277,10 +266,11 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     config, given = parse_args(argv)
+    from ugatit_tf.common.files import PathError
     from ugatit_tf.model.checkpoints import CheckpointError
     try:
         config = check_request(config, given)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, PathError) as e:
         return fail(str(e))
     try:  # after check_request: the checkpoint's flags (--n_dis, ...) count
         config.validate()

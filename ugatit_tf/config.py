@@ -53,7 +53,7 @@ HELP_GROUPS = (
     ("photos", "test phase on your own photos and videos (--input)"),
     ("eval", "evaluation"),
     ("speed", "speed and scale (train phase)"),
-    ("serving", "web page (--phase serve)"),
+    ("serve", "web page (--phase serve)"),
 )
 
 
@@ -350,8 +350,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         shown = f" (default: {f.default})" if f.default != "" else ""
         choices = f.metadata.get("choices")
         metavar = "{" + ",".join(choices) + "}" if choices else _metavar(f.name, f.default)
-        sections[f.metadata["group"]].add_argument(
-            f"--{f.name}", type=_flag_type(f.default), default=argparse.SUPPRESS,
+        sections[f.metadata["group"]].add_argument(  # metadata "flag": another flag name
+            f"--{f.metadata.get('flag', f.name)}", dest=f.name, type=_flag_type(f.default),
+            default=argparse.SUPPRESS,
             choices=choices, metavar=metavar, help=f.metadata["help"] + shown)
 
 

@@ -364,7 +364,7 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
             seen.add(key)
             out.append(p)
     if not out:
-        raise PathError(f"--input {inputs!s} has no photos or videos "
+        raise PathError(f"--input {inputs!s}: no images or videos found there "
                         f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
     return out
 
