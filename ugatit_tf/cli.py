@@ -252,11 +252,11 @@ def user_errors() -> tuple:
     from ugatit_tf.data.check import DataError
     from ugatit_tf.evaluate.inception import InceptionWeightsError
     from ugatit_tf.export.saved_model import ExportError
-    from ugatit_tf.infer.faces import ImageLoadError
     from ugatit_tf.infer.photos import NoFaceError
+    from ugatit_tf.infer.video import VideoError
     from ugatit_tf.model.checkpoints import CheckpointError
     return (ConfigError, PathError, ImageRejected, DataError, CheckpointError, ExportError,
-            InceptionWeightsError, NoFaceError, ImageLoadError)
+            InceptionWeightsError, NoFaceError, VideoError)
 
 
 def fail(message: str) -> int:
