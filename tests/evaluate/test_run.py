@@ -127,7 +127,7 @@ def test_run_eval_end_to_end(setup):
 def test_in_memory_translations_are_the_test_phase_images(setup):
     """The eval phase scores the pixels that --phase test writes (batched here, one image at
     a time there: float round-off may move a rare pixel by one level)."""
-    from ugatit_tf.train.trainer import run_test
+    from ugatit_tf.infer.test_phase import run_test
 
     cfg, report = setup["cfg"], setup["report"]
     run_test(cfg.replace(phase="test"), log=lambda *a: None, progress=False)
