@@ -17,6 +17,7 @@ from PIL import Image
 from tests.common import crafted
 from tests.conftest import tiny_config
 from ugatit_tf.data import pipeline as data_lib
+from ugatit_tf.config import Config
 from ugatit_tf.data import check as datacheck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
