@@ -9,20 +9,19 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image
 
+from tests.conftest import tiny_config
 from tests.infer.helpers import fake_translate, md5
 from ugatit_tf import cli
 from ugatit_tf.common.images import load_rgb
 from ugatit_tf.infer import photos as P
 from ugatit_tf.model.checkpoints import make_checkpoint, model_checkpoint_dir, write_config
-from ugatit_tf.config import Config
 from ugatit_tf.model.networks import Networks
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ck")
-    cfg = Config(dataset="own", light=True, img_size=32, ch=4, n_res=2, n_dis=4,
-                 checkpoint_dir=str(root), result_dir=str(root / "results"))
+    cfg = tiny_config(dataset="own", checkpoint_dir=str(root), result_dir=str(root / "results"))
     nets = Networks(cfg, discriminators=True)
     folder = model_checkpoint_dir(cfg)
     tf.train.CheckpointManager(make_checkpoint(nets), folder, 1).save(checkpoint_number=1)
