@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from typing import Callable, IO
 
@@ -79,3 +80,25 @@ def list_images(folder: str | os.PathLike, extensions=IMAGE_EXTENSIONS) -> list[
     folder = os.fspath(folder)
     return sorted(os.path.join(folder, f) for f in os.listdir(folder)
                   if is_image_name(f, extensions) and os.path.isfile(os.path.join(folder, f)))
+
+
+def describe_mode(mode: int) -> str:
+    """What an st_mode is, in the words of error messages: "file", "folder", "FIFO", ..."""
+    for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def path_kind(path: str | os.PathLike) -> str:
+    """What `path` names, following symlinks: "file", "folder", "FIFO", "character device",
+    "block device", "socket", "special file", "missing" (also a dangling symlink) or
+    "unreadable" (a symlink loop, a permission problem on the way)."""
+    try:
+        return describe_mode(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unreadable"
