@@ -114,8 +114,14 @@ def phase_check(config: Config) -> int:
     return 0 if report.usable else 1
 
 
+def phase_serve(config: Config) -> int:
+    """The web page and TF Serving's REST API on --host:--port (ugatit_tf/serve)."""
+    from ugatit_tf.serve.app import serve
+    return serve(config)
+
+
 PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
-          "eval": phase_eval, "check": phase_check}
+          "eval": phase_eval, "check": phase_check, "serve": phase_serve}
 
 
 def user_errors() -> tuple:

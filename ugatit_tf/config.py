@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 
 GAN_TYPES = ("lsgan", "gan", "hinge", "wgan-gp", "wgan-lp", "dragan")
 VARIANTS = ("tf1", "pytorch")
-PHASES = ("train", "test", "export", "eval", "check")
+PHASES = ("train", "test", "export", "eval", "check", "serve")
 
 
 class ConfigError(ValueError):
@@ -45,7 +45,7 @@ def _flag(default, help_text, *, choices=None, kind=None, group="original"):
 @dataclass
 class Config:
     # ---- flags of the original main.py, same names and defaults ----
-    phase: str = _flag("train", "[train / test / export / eval / check]", choices=PHASES)
+    phase: str = _flag("train", "[train / test / export / eval / check / serve]", choices=PHASES)
     light: bool = _flag(False, "[U-GAT-IT full version / U-GAT-IT light version]")
     dataset: str = _flag("selfie2anime", "dataset name (folder under --dataset_dir)")
     epoch: int = _flag(100, "The number of epochs to run")
@@ -136,6 +136,18 @@ class Config:
                                    "from the Keras cache, or a local .h5 file)", group="eval")
     eval_freq: int = _flag(0, "train phase: compute the evaluation scores every N iterations "
                            "(0: never)", group="eval")
+
+    # ---- serve phase: the web page and TF Serving's REST API (issue 14) ----
+    host: str = _flag("127.0.0.1", "serve phase: address to listen on (0.0.0.0: every "
+                      "network interface)", group="serve")
+    port: int = _flag(8000, "serve phase: port to listen on (0: any free port)", group="serve")
+    serve_model_name: str = field(default="", metadata={
+        "help": "serve phase: NAME in /v1/models/NAME (default: --dataset)", "choices": None,
+        "group": "serve", "flag": "model_name"})
+    serving_url: str = _flag("", "serve phase: use this TF Serving model instead of a local "
+                             "one, e.g. http://host:8501/v1/models/NAME", group="serve")
+    max_upload_bytes: int = _flag(10 * 1024 * 1024, "serve phase: largest photo accepted by "
+                                  "the page, in bytes", group="serve")
 
     # ------------------------------------------------------------------
     @property
@@ -331,7 +343,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kind = int
         else:
             kind = str
-        parser.add_argument(f"--{f.name}", type=kind, default=default,
+        parser.add_argument(f"--{meta.get('flag', f.name)}", dest=f.name, type=kind,
+                            default=default,
                             choices=meta.get("choices"), help=meta.get("help"))
 
 
