@@ -17,7 +17,7 @@ from ugatit_tf.serve import app as serve_app
 from ugatit_tf.serve.models import LocalModel
 
 SIZE = 32
-MAX_UPLOAD = 400_000
+MAX_UPLOAD = 1_000_000
 MAX_PIXELS = 1024 * 1024
 
 

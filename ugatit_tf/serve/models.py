@@ -58,7 +58,8 @@ class LocalModel:
                       max_batch: int, source: str) -> "LocalModel":
         from ugatit_tf.export.saved_model import _ServingModule
         module = _ServingModule(nets, img_size, int(max_bytes), int(max_pixels), int(max_batch))
-        model = cls(module.signatures(), source)
+        functions = dict(module.functions, serving_default=module.functions["a2b_bytes"])
+        model = cls(functions, source)  # tf.functions: each is traced on its first call
         model._module = module  # keeps the variables alive
         return model
 
@@ -86,6 +87,8 @@ class LocalModel:
 
     def output_specs(self, signature: str) -> dict:
         fn = self._function(signature)
+        if not hasattr(fn, "structured_outputs"):  # a tf.function: trace it now
+            fn = fn.get_concrete_function()
         return {name: (spec.dtype.name, spec.shape.as_list())
                 for name, spec in fn.structured_outputs.items()}
 
@@ -122,8 +125,10 @@ class LocalModel:
 
 
 def _inputs(fn) -> dict:
-    """{name: TensorSpec} of a signature function: a loaded SavedModel's signatures take
-    keyword arguments, the serving module's concrete functions positional ones."""
+    """{name: TensorSpec} of a signature function: a tf.function of the serving module, or a
+    loaded SavedModel's signature (keyword arguments)."""
+    if getattr(fn, "input_signature", None) is not None:
+        return {spec.name: spec for spec in fn.input_signature}
     args, kwargs = fn.structured_input_signature
     return dict(kwargs) if kwargs else {spec.name: spec for spec in args}
 
