@@ -65,7 +65,7 @@ async function translate() {
   if (!response || !response.ok || answer.error) {
     setState("error"); status("");
     showMessage(answer.error || `the server answered HTTP ${response.status}`);
-    $("results").hidden = false; $("actions").hidden = true;
+    $("results").hidden = true; $("actions").hidden = true;
     $("output").removeAttribute("src"); $("attention").removeAttribute("src");
     return;
   }
@@ -81,6 +81,7 @@ async function translate() {
     : "the whole photo";
   status(`Done in ${seconds} s (${what}).`);
   setState("done");
+  $("status").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
 // -- choosing and dropping -------------------------------------------------------------------
