@@ -263,6 +263,8 @@ def serve(config: Config, ready=None) -> int:
         ready(url)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
+        pass
     finally:
         service.close()
         sock.close()
