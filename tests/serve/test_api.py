@@ -265,3 +265,23 @@ def test_serving_url_uses_another_server(server, saved_model):
     finally:
         stop()
         proxy.close()
+
+
+def test_export_dir_serves_the_saved_model(saved_model):
+    """--export_dir: the export root, the model folder or the version folder all work."""
+    from ugatit_tf.serve.models import find_saved_model, load_model
+    from .conftest import tiny_config
+    version = saved_model.path
+    root = os.path.dirname(os.path.dirname(version))
+    for folder in (root, os.path.dirname(version), version):
+        assert find_saved_model(folder, "tiny") == version
+    model = load_model(tiny_config(export_dir=root))
+    assert (model.img_size, model.version, model.source) == (SIZE, "1", f"SavedModel {version}")
+    service = serve_app.Service(model, "tiny", MAX_UPLOAD, MAX_PIXELS)
+    try:
+        data = astronaut_jpeg()
+        result = service.translate_upload(data, "a.jpg", serve_app.Options(face_crop=False))
+        np.testing.assert_array_equal(decode_png(result.output_png),
+                                      saved_model_png(saved_model, data))
+    finally:
+        service.close()
