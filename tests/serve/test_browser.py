@@ -111,6 +111,7 @@ def test_phone_layout_and_a_refused_upload(browser, server, tmp_path):
     notes.write_text("not a photo at all")
     open_page(browser, server)
     browser.set_window_size(390, 844)  # a phone
+    assert browser.find_element(By.ID, "model-source").text == "Loaded from test."
     browser.find_element(By.ID, "file").send_keys(str(photo))
     assert wait_state(browser, "done", "error") == "done"
     # one column: the panels are stacked, none is wider than the screen

@@ -12,7 +12,9 @@ async function loadInfo() {
   try {
     const info = await (await fetch("/api/info")).json();
     state.limit = info.max_upload_bytes;
-    $("model-info").textContent = `Model "${info.model}" (${info.img_size}×${info.img_size} px), ${info.source}`;
+    $("model-info").textContent = `Model "${info.model}" (${info.img_size}×${info.img_size} px)`;
+    $("model-info").title = info.source;
+    $("model-source").textContent = `Loaded from ${info.source}.`;
     $("limits").textContent = `${info.accepted}, up to ${megabytes(info.max_upload_bytes)}`;
     $("rest-url").textContent = `/v1/models/${info.model}:predict`;
   } catch (e) {
