@@ -60,7 +60,8 @@ class Service:
         rgb, orientation = decode_upload(data, name, self.max_pixels)
         return self.page.translate(data, kind, rgb, orientation == 1, options)
 
-    def predict(self, signature: str, body: bytes) -> dict:
+    def predict(self, body: bytes) -> dict:
+        """TF Serving's predict on a JSON body (bytes); the answer as a JSON-ready dict."""
         try:
             request = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
@@ -202,7 +203,7 @@ def create_app(service: Service):
         if remote:
             code, answer = await run_in_threadpool(service.model.forward, ":predict", body)
             return Response(answer, status_code=code, media_type="application/json")
-        return JSONResponse(await run_in_threadpool(service.predict, "", body))
+        return JSONResponse(await run_in_threadpool(service.predict, body))
 
     async def status(name: str):
         return await _status(name, "")
@@ -239,8 +240,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(config: Config, ready=None) -> int:
-    """Load the model once, then serve until Ctrl-C. `ready(url)` is called once listening."""
+def serve(config: Config) -> int:
+    """Check the flags, listen, load the model once, then serve until Ctrl-C."""
     import uvicorn
     check_serve_flags(config)
     sock = _bind(config.host, config.port)
@@ -259,8 +260,6 @@ def serve(config: Config, ready=None) -> int:
           f"{url}/v1/models/{name}:predict. Ctrl-C stops.", flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=5))
-    if ready:
-        ready(url)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
