@@ -119,7 +119,7 @@ def test_mistyped_flag_one_usage_line_and_suggestion(work):
                          cwd=work, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and res.stdout == ""
     usage, error = res.stderr.splitlines()
-    assert usage.startswith("usage: main.py --phase {train,test,export,eval,check} ")
+    assert usage.startswith("usage: main.py --phase {train,test,export,eval,check,serve} ")
     assert error == ("main.py: error: unrecognized arguments: --img_szie 64: did you mean "
                      "--img_size?")
 
