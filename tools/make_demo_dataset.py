@@ -4,7 +4,7 @@
     python tools/make_demo_dataset.py [--out datasets/demo] [--size 128]
                                       [--n_train 300] [--n_test 40] [--seed 0]
 
-See ugatit_tf/demo_data.py for what is drawn; the same arguments always give
+See tools/demo_data.py for what is drawn; the same arguments always give
 byte-identical files.
 """
 

@@ -58,7 +58,7 @@ def phase_train(config: Config) -> int:
 def phase_test(config: Config) -> int:
     if config.input:
         return phase_photos(config)
-    from ugatit_tf.train.trainer import run_test
+    from ugatit_tf.infer.test_phase import run_test
     run_test(config)
     return 0
 
@@ -90,7 +90,7 @@ def phase_photos(config: Config) -> int:
 
 
 def phase_export(config: Config) -> int:
-    from ugatit_tf.export.saved_model import export_models
+    from ugatit_tf.export.run import export_models
     paths = export_models(config, export_dir=config.export_dir,
                           export_format=config.export_format, quantize=config.quantize,
                           version=config.version)
@@ -121,10 +121,11 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 def user_errors() -> tuple:
     """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
     from ugatit_tf.model.checkpoints import CheckpointError
-    from ugatit_tf.data.pipeline import DataError
+    from ugatit_tf.data.check import DataError
     errors = [ConfigError, DataError, CheckpointError]
-    for module, name in (("export", "ExportError"), ("evaluation", "InceptionWeightsError"),
-                         ("photos", "NoFaceError"), ("faces", "ImageLoadError")):
+    for module, name in (("export.saved_model", "ExportError"),
+                         ("evaluate.inception", "InceptionWeightsError"),
+                         ("infer.photos", "NoFaceError"), ("infer.faces", "ImageLoadError")):
         try:
             mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
             errors.append(getattr(mod, name))

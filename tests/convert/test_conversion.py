@@ -29,7 +29,8 @@ from ugatit_tf.convert.pytorch import convert_pytorch, infer_torch_config
 from ugatit_tf.convert.tf1 import convert_tf1, infer_tf1_config
 from ugatit_tf.convert.writer import adam_slots
 from ugatit_tf.model.checkpoints import (build_optimizers, load_networks, make_checkpoint,
-                                   make_optimizer, model_checkpoint_dir, read_config)
+                                   model_checkpoint_dir, read_config)
+from ugatit_tf.train.optimizer import make_optimizer
 from ugatit_tf.config import Config
 from ugatit_tf.convert.shared import ConversionError
 from ugatit_tf.model.networks import Networks, tf1_name_map, torch_name_map

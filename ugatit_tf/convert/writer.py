@@ -157,8 +157,8 @@ def _probe_twin(config, folder, step, tensors, iterations):
     Tensor)] and {key: (dtype, value)} for the keys whose value is the twin's."""
     import tensorflow as tf
 
-    from ugatit_tf.model.checkpoints import (build_optimizers, make_checkpoint,
-                                             make_optimizer)
+    from ugatit_tf.model.checkpoints import build_optimizers, make_checkpoint
+    from ugatit_tf.train.optimizer import make_optimizer
     from ugatit_tf.model.networks import Networks
 
     twin = config.replace(ch=TWIN_CH)

@@ -15,7 +15,6 @@ import json
 import os
 import tempfile
 
-import keras
 import tensorflow as tf
 
 from ugatit_tf.config import Config
@@ -30,13 +29,6 @@ class CheckpointError(RuntimeError):
 
 def model_checkpoint_dir(config: Config) -> str:
     return os.path.join(config.checkpoint_dir, config.model_dir)
-
-
-def make_optimizer(config: Config, name: str) -> keras.optimizers.Adam:
-    """Adam as in the original: lr, beta1 0.5, beta2 0.999, epsilon 1e-8 (TF1's default).
-    The learning rate is a variable so that decay and resume restore it exactly."""
-    return keras.optimizers.Adam(learning_rate=config.lr, beta_1=0.5, beta_2=0.999,
-                                 epsilon=1e-8, name=name)
 
 
 def make_checkpoint(nets: Networks, g_optim=None, d_optim=None, **extra) -> tf.train.Checkpoint:
