@@ -136,10 +136,10 @@ def convert_pytorch(checkpoint: str, dataset: str | None = None,
     entries = {f"{k}/{n}": e for k, sd in maps.items() for n, e in sd.items()}
     _check(checkpoint, state, entries, config, ignore_unknown, notes)
 
-    def reading(key, name, entry):  # the whole tensor: it is in memory already
-        return lambda start=None, stop=None: to_ours(entry, state[key][name])
+    def reading(key, name, entry):
+        return lambda: to_ours(entry, state[key][name])
 
-    tensors = [Tensor(e.variable, reading(*full.split("/", 1), e), sliceable=False)
+    tensors = [Tensor(e.variable, reading(*full.split("/", 1), e))
                for full, e in entries.items()]
     iterations, mode = None, "omitted"
     if optimizer:

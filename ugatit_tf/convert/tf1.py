@@ -143,24 +143,17 @@ def _read_map(prefix):
             UnicodeDecodeError) as e:
         raise ConversionError(f"cannot read the TF1 checkpoint {prefix}: "
                               f"{type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
-    return shapes, dtypes
+    return reader, shapes, dtypes
 
 
-def _reading(prefix, name, dtype, entry=None):
-    """Tensor.read for `name`: rows start:stop of it (all of it for None, None) in our layout,
-    read alone with RestoreV2 (a slice of a big tensor is read without the rest), or
-    UnreadableTensor. TF1 layouts are ours, so rows are rows."""
+def _reading(reader, name, entry=None):
+    """Tensor.read for `name`: its value in our layout (TF1 layouts are ours), read alone,
+    or UnreadableTensor."""
     import tensorflow as tf
 
-    def read(start=None, stop=None):
-        spec = ""
-        if start is not None:
-            shape = tuple(int(d) for d in entry.variable.shape)
-            spec = (" ".join(map(str, shape)) + f" {start},{stop - start}" +
-                    ":-" * (len(shape) - 1))
+    def read():
         try:
-            value = tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[name],
-                                         shape_and_slices=[spec], dtypes=[dtype])[0].numpy()
+            value = reader.get_tensor(name)
         except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:
             raise UnreadableTensor(f"{name}: {type(e).__name__}: "
                                    f"{str(e).strip().splitlines()[0][:200]}") from e
@@ -168,9 +161,9 @@ def _reading(prefix, name, dtype, entry=None):
     return read
 
 
-def _read_scalar(prefix, name, dtypes):
+def _read_scalar(reader, prefix, name):
     try:
-        return float(_reading(prefix, name, dtypes[name])())
+        return float(_reading(reader, name)())
     except UnreadableTensor as e:
         raise ConversionError(f"cannot read 1 variables of {prefix} (truncated or corrupt "
                               f"data file?):\n  {e}") from e
@@ -191,7 +184,7 @@ def convert_tf1(checkpoint: str, dataset: str | None = None, checkpoint_dir: str
     from ugatit_tf.model.networks import tf1_name_map
 
     prefix = resolve_prefix(checkpoint)
-    shapes, dtypes = _read_map(prefix)
+    reader, shapes, dtypes = _read_map(prefix)
     arch, notes = infer_tf1_config(shapes, img_size)
     naming = parse_model_dir(os.path.dirname(os.path.abspath(prefix)))
     dataset = dataset or (naming or {}).get("dataset")
@@ -224,8 +217,7 @@ def convert_tf1(checkpoint: str, dataset: str | None = None, checkpoint_dir: str
                    ([f"not floating point ({len(bad_types)}):"] +
                     [f"  {b}" for b in bad_types]) if bad_types else ())
 
-    tensors = [Tensor(e.variable, _reading(prefix, n, dtypes[n], e))
-               for n, e in entries.items()]
+    tensors = [Tensor(e.variable, _reading(reader, n, e)) for n, e in entries.items()]
     state, iterations = "omitted", None
     if with_adam and not optimizer:
         notes.append("the checkpoint's Adam state is left out (no optimizer requested)")
@@ -236,11 +228,10 @@ def convert_tf1(checkpoint: str, dataset: str | None = None, checkpoint_dir: str
         notes.append("the checkpoint has no Adam slots: the optimizers start fresh")
     elif optimizer:
         state = "converted"
-        tensors += [Tensor(entries[n].variable,
-                           _reading(prefix, n + suffix, dtypes[n + suffix], entries[n]), slot)
+        tensors += [Tensor(entries[n].variable, _reading(reader, n + suffix, entries[n]), slot)
                     for names in trainable.values() for n in names
                     for suffix, slot in (("/Adam", "m"), ("/Adam_1", "v"))]
-        iterations = _iterations(prefix, dtypes, counter, config.n_critic, notes)
+        iterations = _iterations(reader, prefix, counter, config.n_critic, notes)
 
     log(f"converting {len(entries)} variables from {prefix}")
     folder, written = write_checkpoint(config, counter or 0, tensors, iterations, force,
@@ -251,15 +242,15 @@ def convert_tf1(checkpoint: str, dataset: str | None = None, checkpoint_dir: str
                             notes=notes)
 
 
-def _iterations(prefix, dtypes, counter, n_critic, notes) -> tuple[int, int]:
+def _iterations(reader, prefix, counter, n_critic, notes) -> tuple[int, int]:
     """(G, D) Adam step counts: D steps = counter - 1, G steps = ceil((counter - 1) /
     n_critic), as in the original loop, unless the beta powers tell exactly."""
     steps = None if counter is None else max(counter - 1, 0)
     counted = {"G": None if steps is None else -(-steps // n_critic), "D": steps}
     out = {}
     for who, (b1, b2) in POWERS.items():
-        out[who], how = adam_iterations(_read_scalar(prefix, b1, dtypes),
-                                        _read_scalar(prefix, b2, dtypes),
+        out[who], how = adam_iterations(_read_scalar(reader, prefix, b1),
+                                        _read_scalar(reader, prefix, b2),
                                         counted[who])
         notes.append(f"{who} Adam: {out[who]} steps (from {how})")
     return out["G"], out["D"]

@@ -11,7 +11,8 @@ it would hold every tensor at once. Instead the checkpoint is written straight f
    counter). Only the twin's state file is kept.
 2. Every key is written with tf.raw_ops.SaveV2 in shards of about `SHARD_BYTES`, each tensor
    read from the source just before (`Tensor.read`); a tensor over `SLICE_BYTES` (the full
-   model's first MLP kernel and its slots, 1 GiB each) is read and written in slices of rows.
+   model's first MLP kernel and its slots, 1 GiB each) is written in slices of rows, so that
+   SaveV2's copies stay small.
    Then the shards are merged into `ckpt-STEP` with tf.raw_ops.MergeV2Checkpoints (it renames
    the data files, copies nothing); TensorFlow restores a sliced tensor as one.
 
@@ -23,7 +24,6 @@ moved into place only when complete; an existing non-empty destination is replac
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -37,8 +37,8 @@ from ugatit_tf.convert.shared import ConversionError
 __all__ = ["Tensor", "UnreadableTensor", "write_checkpoint", "zero_slots", "adam_slots",
            "check_destination", "SHARD_BYTES", "SLICE_BYTES"]
 
-SHARD_BYTES = 256 * 2 ** 20   # tensors written by one SaveV2
-SLICE_BYTES = 64 * 2 ** 20    # a bigger tensor is read and written in rows of this size
+SHARD_BYTES = 128 * 2 ** 20   # tensors written by one SaveV2
+SLICE_BYTES = 64 * 2 ** 20    # a bigger tensor is written in slices of rows of this size
 TWIN_CH = 1
 
 
@@ -50,13 +50,11 @@ class UnreadableTensor(ConversionError):
 class Tensor:
     """One tensor of the converted checkpoint: the value of `variable` (of a shape-only
     network, see shared.shape_only_networks) or of its Adam slot `slot` ('m' or 'v'), read
-    from the source in our layout by `read(start, stop)`: rows start:stop along the first
-    axis, or all of it for (None, None). Only a `sliceable` tensor is asked for parts."""
+    from the source in our layout by `read()` when it is written."""
 
     variable: object
-    read: Callable[[int | None, int | None], np.ndarray]
+    read: Callable[[], np.ndarray]
     slot: str | None = None
-    sliceable: bool = True
 
     @property
     def key(self) -> tuple:
@@ -70,11 +68,7 @@ class Tensor:
 def zero_slots(variables) -> list[Tensor]:
     """Fresh Adam slots (zero moments) for these variables."""
     def zeros(v):
-        def read(start, stop):
-            shape = tuple(int(d) for d in v.shape)
-            rows = len(range(shape[0])[start:stop]) if shape else None
-            return np.zeros(shape if rows is None else (rows,) + shape[1:], np.dtype(v.dtype))
-        return read
+        return lambda: np.zeros(tuple(int(d) for d in v.shape), np.dtype(v.dtype))
     return [Tensor(v, zeros(v), slot) for v in variables for slot in ("m", "v")]
 
 
@@ -233,19 +227,17 @@ def _code(value, dtype, codes):
 # Streaming the tensors
 # ---------------------------------------------------------------------------
 
-def _pieces(tensor, itemsize):
-    """(start, stop, slice spec) of the parts `tensor` is written in: whole (spec ''), or
-    rows of at most SLICE_BYTES, in TensorFlow's slice syntax ('1048576 256 0,65536:-')."""
-    shape = tensor.shape
-    nbytes = itemsize * math.prod(shape)
-    if not tensor.sliceable or not shape or nbytes <= SLICE_BYTES:
-        return [(None, None, "")]
-    rows = max(1, SLICE_BYTES * shape[0] // nbytes)
-    dims = " ".join(str(d) for d in shape)
-    rest = ":-" * (len(shape) - 1)
-    return [(start, min(start + rows, shape[0]),
-             f"{dims} {start},{min(rows, shape[0] - start)}{rest}")
-            for start in range(0, shape[0], rows)]
+def _pieces(value):
+    """(part of value, slice spec) to write: the whole value (spec ''), or, above
+    SLICE_BYTES, views of its rows in TensorFlow's slice syntax ('1048576 256 0,65536:-')."""
+    if value.ndim == 0 or value.nbytes <= SLICE_BYTES:
+        return [(value, "")]
+    n = value.shape[0]
+    rows = max(1, SLICE_BYTES * n // value.nbytes)
+    dims = " ".join(str(d) for d in value.shape)
+    rest = ":-" * (value.ndim - 1)
+    return [(value[start:start + rows], f"{dims} {start},{min(rows, n - start)}{rest}")
+            for start in range(0, n, rows)]
 
 
 def _write_shards(prefix, plan, fixed, source):
@@ -275,19 +267,18 @@ def _write_shards(prefix, plan, fixed, source):
             raise ConversionError(f"internal error: no value for {key}")
         add(key, "", tf.constant(value, dtype=dtype), 0)
     for key, dtype, tensor in plan:
-        for start, stop, spec in _pieces(tensor, dtype.size):
-            try:
-                value = np.asarray(tensor.read(start, stop))
-            except UnreadableTensor as e:
-                unreadable.append(str(e))
-                break
-            want = tensor.shape if not spec else (stop - start,) + tensor.shape[1:]
-            if value.shape != want:  # pragma: no cover (shapes are checked before)
-                raise ConversionError(f"internal error: {tensor.key} has shape {value.shape}, "
-                                      f"expected {want}")
-            value = value.astype(dtype.as_numpy_dtype, copy=False)
-            add(key, spec, value, value.nbytes)
-            del value
+        try:
+            value = np.asarray(tensor.read())
+        except UnreadableTensor as e:
+            unreadable.append(str(e))
+            continue
+        if value.shape != tensor.shape:  # pragma: no cover (shapes are checked before)
+            raise ConversionError(f"internal error: {tensor.key} has shape {value.shape}, "
+                                  f"expected {tensor.shape}")
+        value = value.astype(dtype.as_numpy_dtype, copy=False)
+        for part, spec in _pieces(value):
+            add(key, spec, part, part.nbytes)
+        del value, part
     if unreadable:
         raise ConversionError(f"cannot read {len(unreadable)} variables of {source} "
                               f"(truncated or corrupt data file?):\n  " +
