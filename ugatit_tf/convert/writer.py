@@ -24,6 +24,7 @@ moved into place only when complete; an existing non-empty destination is replac
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -267,6 +268,9 @@ def _write_shards(prefix, plan, fixed, source):
             raise ConversionError(f"internal error: no value for {key}")
         add(key, "", tf.constant(value, dtype=dtype), 0)
     for key, dtype, tensor in plan:
+        big = dtype.size * math.prod(tensor.shape) > SLICE_BYTES
+        if big and shard["names"]:
+            flush()  # no view of an earlier big tensor outlives it
         try:
             value = np.asarray(tensor.read())
         except UnreadableTensor as e:
@@ -279,6 +283,8 @@ def _write_shards(prefix, plan, fixed, source):
         for part, spec in _pieces(value):
             add(key, spec, part, part.nbytes)
         del value, part
+        if big:
+            flush()
     if unreadable:
         raise ConversionError(f"cannot read {len(unreadable)} variables of {source} "
                               f"(truncated or corrupt data file?):\n  " +
