@@ -591,6 +591,7 @@ def test_parse_model_dir_and_flags():
 # The streamed checkpoint, user mistakes
 # ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_streamed_checkpoint_equals_a_saved_model(tmp_path, monkeypatch):
     """writer.py writes the checkpoint tensor by tensor from a ch-1 twin's keys: it must have
     the keys, shapes, dtypes and object graph that saving the built networks gives. Here with
