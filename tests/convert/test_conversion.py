@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from tests.reference import np_reference as R
-from ugatit_tf.convert import cli, shared, tf1
+from ugatit_tf.convert import cli, shared, tf1, writer
 from ugatit_tf.convert import torch_format as T
 from ugatit_tf.convert import torch_writer
 from ugatit_tf.convert.pytorch import convert_pytorch, infer_torch_config
@@ -585,3 +585,80 @@ def test_parse_model_dir_and_flags():
                                  "--n_res 4 --n_dis 6 --sn True --smoothing True")
     assert shared.main_flags(Config(dataset="d", variant="pytorch", gan_type="hinge")).startswith(
         "--dataset d --variant pytorch --light False")
+
+
+# ---------------------------------------------------------------------------
+# The streamed checkpoint, user mistakes
+# ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_streamed_checkpoint_equals_a_saved_model(tmp_path, monkeypatch):
+    """writer.py writes the checkpoint tensor by tensor from a ch-1 twin's keys: it must have
+    the keys, shapes, dtypes and object graph that saving the built networks gives. Here with
+    tiny slices and shards, so that tensors are split across them as the full model's are."""
+    monkeypatch.setattr(writer, "SLICE_BYTES", 256)
+    monkeypatch.setattr(writer, "SHARD_BYTES", 2048)
+    rng = np.random.default_rng(11)
+    weights = tf1_weights(False, rng)
+    values = dict(weights)
+    values.update(adam_state(weights, rng, g_steps=3, d_steps=4))
+    prefix = write_tf1(str(tmp_path / "src" / "UGATIT.model"), values, step=5,
+                       dtype=np.float32)
+    result = convert_tf1(prefix, "t", checkpoint_dir=str(tmp_path / "out"), log=quiet)
+    cfg = result.config
+    nets = Networks(cfg)
+    g_optim, d_optim = make_optimizer(cfg, "G_optim"), make_optimizer(cfg, "D_optim")
+    build_optimizers(nets, g_optim, d_optim)
+    step = tf.Variable(5, dtype=tf.int64, trainable=False, name="step")
+    manager = tf.train.CheckpointManager(make_checkpoint(nets, g_optim, d_optim, step=step),
+                                         str(tmp_path / "saved"), max_to_keep=3)
+    saved = manager.save(checkpoint_number=5)
+    ours, theirs = tf.train.load_checkpoint(result.checkpoint), tf.train.load_checkpoint(saved)
+    assert ours.get_variable_to_shape_map() == theirs.get_variable_to_shape_map()
+    assert ours.get_variable_to_dtype_map() == theirs.get_variable_to_dtype_map()
+    graph = "_CHECKPOINTABLE_OBJECT_GRAPH"
+    assert ours.get_tensor(graph) == theirs.get_tensor(graph)
+    shards = [n for n in os.listdir(result.folder) if ".data-" in n]
+    assert len(shards) > 10 and sorted(os.listdir(result.folder)) == sorted(
+        ["checkpoint", "config.json", "ckpt-5.index"] + shards)
+    make_checkpoint(nets, g_optim, d_optim, step=step).read(result.checkpoint) \
+        .assert_existing_objects_matched()
+    checked, f32 = 0, {k: np.float32(v) for k, v in values.items()}
+    for optim, models in ((g_optim, nets.generators), (d_optim, nets.discriminators)):
+        for model in models:
+            for name, entry in tf1_name_map(model).items():
+                np.testing.assert_array_equal(entry.variable.numpy(), f32[name])
+                if entry.variable.trainable:
+                    m, v = adam_slots(optim, entry.variable)
+                    np.testing.assert_array_equal(m.numpy(), f32[name + "/Adam"])
+                    np.testing.assert_array_equal(v.numpy(), f32[name + "/Adam_1"])
+                checked += 1
+    assert checked == len(weights)
+
+
+def test_binary_state_file_and_bad_paths(tmp_path, capsys):
+    rng = np.random.default_rng(12)
+    src = tmp_path / "src"
+    prefix = write_tf1(str(src / "UGATIT_light.model"), tf1_weights(True, rng), step=9)
+    (src / "checkpoint").write_bytes(b"\xff\xfe\x00\x80 not a text proto \xc3\x28")
+    out = str(tmp_path / "out")
+    result = convert_tf1(str(src), "t", checkpoint_dir=out, img_size=32, log=quiet)
+    assert result.checkpoint.endswith("ckpt-9")  # the newest .index, the state file ignored
+    for name in os.listdir(src):
+        if name != "checkpoint":
+            os.remove(src / name)
+    with pytest.raises(ConversionError, match=r"holds no TF1 checkpoint \(no \.index file\)"):
+        convert_tf1(str(src), "t", checkpoint_dir=out, img_size=32, log=quiet)
+    assert prefix.endswith("-9")
+    for argv, message in (
+            (["--source", "tf1", "--checkpoint", str(tmp_path / "nope")],
+             f"error: --checkpoint {tmp_path / 'nope'}: no such TF1 checkpoint"),
+            (["--source", "pytorch", "--checkpoint", str(src)],
+             f"error: --checkpoint {src} is not a file (a .pt file is expected)"),
+            (["--source", "tf1", "--checkpoint", str(src)],
+             f"error: {src} holds no TF1 checkpoint (no .index file)"),
+            (["--source", "tf1", "--checkpoint", str(src), "--verify_image", str(src)],
+             f"error: --verify_image {src} is not a file")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and len(err.splitlines()) == 1, err

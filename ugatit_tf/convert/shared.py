@@ -271,4 +271,18 @@ def shape_only_networks(config: Config, discriminators: bool = True) -> list:
             model = cls(config, name=name)
             model(keras.KerasTensor(shape))
             models.append(model)
+    _forget_deferred(models)
     return models
+
+
+def _forget_deferred(models) -> None:
+    """Keras keeps deferred variables in a global list and initialises all of them when any
+    later StatelessScope closes (building the writer's twin does): at full size that is the
+    2.7 GB of weights this module exists to avoid. Take ours off that list (Keras has no
+    public call for it; if the list moves, the cost is memory, not a wrong result)."""
+    from keras.src.backend.common import global_state
+
+    ours = {id(v) for m in models for v in m.variables}
+    pending = global_state.get_global_attribute("uninitialized_variables") or []
+    global_state.set_global_attribute("uninitialized_variables",
+                                      [v for v in pending if id(v) not in ours])

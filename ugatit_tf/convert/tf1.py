@@ -147,7 +147,8 @@ def _read_map(prefix):
 
 
 def _reading(reader, name, entry=None):
-    """Tensor.read for `name`: the value in our layout, or UnreadableTensor."""
+    """Tensor.read for `name`: its value in our layout (TF1 layouts are ours), read alone,
+    or UnreadableTensor."""
     import tensorflow as tf
 
     def read():
@@ -160,7 +161,7 @@ def _reading(reader, name, entry=None):
     return read
 
 
-def _read_scalar(reader, name, prefix):
+def _read_scalar(reader, prefix, name):
     try:
         return float(_reading(reader, name)())
     except UnreadableTensor as e:
@@ -248,8 +249,8 @@ def _iterations(reader, prefix, counter, n_critic, notes) -> tuple[int, int]:
     counted = {"G": None if steps is None else -(-steps // n_critic), "D": steps}
     out = {}
     for who, (b1, b2) in POWERS.items():
-        out[who], how = adam_iterations(_read_scalar(reader, b1, prefix),
-                                        _read_scalar(reader, b2, prefix),
+        out[who], how = adam_iterations(_read_scalar(reader, prefix, b1),
+                                        _read_scalar(reader, prefix, b2),
                                         counted[who])
         notes.append(f"{who} Adam: {out[who]} steps (from {how})")
     return out["G"], out["D"]

@@ -188,7 +188,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def _short(obj, limit=80):
     if isinstance(obj, (tuple, list, dict)):  # never repr a (possibly deep) container
         return f"a {type(obj).__name__} of {len(obj)} items"
-    text = repr(obj)
+    text = obj if isinstance(obj, str) else repr(obj)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -225,6 +225,8 @@ def check_nesting(data: bytes, limit: int = MAX_NESTING) -> None:
                 n = len(op.stack_before)
                 if n:
                     taken, stack[-n:] = stack[-n:], []
+            if not op.stack_after:  # POP, POP_MARK, STOP
+                continue
             if name in _IN_PLACE:  # the container stays, its items go one level down
                 if op.stack_before[-1] is pickletools.stackslice:
                     container, items = stack.pop(), taken

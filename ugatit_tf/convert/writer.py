@@ -10,8 +10,11 @@ it would hold every tensor at once. Instead the checkpoint is written straight f
    identifies it), the object graph, and the scalars (step, iterations, learning rate, save
    counter). Only the twin's state file is kept.
 2. Every key is written with tf.raw_ops.SaveV2 in shards of about `SHARD_BYTES`, each tensor
-   read from the source just before (`Tensor.read`), then the shards are merged into
-   `ckpt-STEP` with tf.raw_ops.MergeV2Checkpoints (it renames the data files, copies nothing).
+   read from the source just before (`Tensor.read`); a tensor over `SLICE_BYTES` (the full
+   model's first MLP kernel and its slots, 1 GiB each) is written in slices of rows, so that
+   SaveV2's copies stay small.
+   Then the shards are merged into `ckpt-STEP` with tf.raw_ops.MergeV2Checkpoints (it renames
+   the data files, copies nothing); TensorFlow restores a sliced tensor as one.
 
 The result is the checkpoint the model-building path wrote (same keys, values and object
 graph), in several data files. It is built in a temporary folder next to the destination and
@@ -21,6 +24,7 @@ moved into place only when complete; an existing non-empty destination is replac
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -32,9 +36,10 @@ import numpy as np
 from ugatit_tf.convert.shared import ConversionError
 
 __all__ = ["Tensor", "UnreadableTensor", "write_checkpoint", "zero_slots", "adam_slots",
-           "check_destination", "SHARD_BYTES"]
+           "check_destination", "SHARD_BYTES", "SLICE_BYTES"]
 
-SHARD_BYTES = 256 * 2 ** 20
+SHARD_BYTES = 128 * 2 ** 20   # tensors written by one SaveV2
+SLICE_BYTES = 64 * 2 ** 20    # a bigger tensor is written in slices of rows of this size
 TWIN_CH = 1
 
 
@@ -46,7 +51,7 @@ class UnreadableTensor(ConversionError):
 class Tensor:
     """One tensor of the converted checkpoint: the value of `variable` (of a shape-only
     network, see shared.shape_only_networks) or of its Adam slot `slot` ('m' or 'v'), read
-    from the source in our layout by `read()`."""
+    from the source in our layout by `read()` when it is written."""
 
     variable: object
     read: Callable[[], np.ndarray]
@@ -56,11 +61,15 @@ class Tensor:
     def key(self) -> tuple:
         return self.variable.path, self.slot
 
+    @property
+    def shape(self) -> tuple:
+        return tuple(int(d) for d in self.variable.shape)
+
 
 def zero_slots(variables) -> list[Tensor]:
     """Fresh Adam slots (zero moments) for these variables."""
     def zeros(v):
-        return lambda: np.zeros(tuple(v.shape), np.dtype(v.dtype))
+        return lambda: np.zeros(tuple(int(d) for d in v.shape), np.dtype(v.dtype))
     return [Tensor(v, zeros(v), slot) for v in variables for slot in ("m", "v")]
 
 
@@ -219,48 +228,68 @@ def _code(value, dtype, codes):
 # Streaming the tensors
 # ---------------------------------------------------------------------------
 
+def _pieces(value):
+    """(part of value, slice spec) to write: the whole value (spec ''), or, above
+    SLICE_BYTES, views of its rows in TensorFlow's slice syntax ('1048576 256 0,65536:-')."""
+    if value.ndim == 0 or value.nbytes <= SLICE_BYTES:
+        return [(value, "")]
+    n = value.shape[0]
+    rows = max(1, SLICE_BYTES * n // value.nbytes)
+    dims = " ".join(str(d) for d in value.shape)
+    rest = ":-" * (value.ndim - 1)
+    return [(value[start:start + rows], f"{dims} {start},{min(rows, n - start)}{rest}")
+            for start in range(0, n, rows)]
+
+
 def _write_shards(prefix, plan, fixed, source):
-    """SaveV2 the tensors in shards of about SHARD_BYTES, then merge them into `prefix`."""
+    """SaveV2 the tensors (big ones in slices) in shards of about SHARD_BYTES, then merge
+    them into `prefix`."""
     import tensorflow as tf
 
-    parts, names, values, size = [], [], [], 0
-    unreadable = []
+    parts, unreadable = [], []
+    shard = {"names": [], "specs": [], "values": [], "size": 0}
 
     def flush():
-        nonlocal names, values, size
-        part = f"{prefix}.part-{len(parts)}"
-        tf.raw_ops.SaveV2(prefix=part, tensor_names=names, shape_and_slices=[""] * len(names),
-                          tensors=values)
-        parts.append(part)
-        names, values, size = [], [], 0
+        tf.raw_ops.SaveV2(prefix=f"{prefix}.part-{len(parts)}", tensor_names=shard["names"],
+                          shape_and_slices=shard["specs"], tensors=shard["values"])
+        parts.append(f"{prefix}.part-{len(parts)}")
+        shard.update(names=[], specs=[], values=[], size=0)
+
+    def add(key, spec, value, size):
+        if shard["names"] and shard["size"] + size > SHARD_BYTES:
+            flush()
+        shard["names"].append(key)
+        shard["specs"].append(spec)
+        shard["values"].append(value)
+        shard["size"] += size
 
     for key, (dtype, value) in sorted(fixed.items()):
         if np.ndim(value):  # pragma: no cover (only scalars are not planned)
             raise ConversionError(f"internal error: no value for {key}")
-        names.append(key)
-        values.append(tf.constant(value, dtype=dtype))
+        add(key, "", tf.constant(value, dtype=dtype), 0)
     for key, dtype, tensor in plan:
+        big = dtype.size * math.prod(tensor.shape) > SLICE_BYTES
+        if big and shard["names"]:
+            flush()  # no view of an earlier big tensor outlives it
         try:
             value = np.asarray(tensor.read())
         except UnreadableTensor as e:
             unreadable.append(str(e))
             continue
-        want = tuple(int(d) for d in tensor.variable.shape)
-        if value.shape != want:  # pragma: no cover (shapes are checked before)
+        if value.shape != tensor.shape:  # pragma: no cover (shapes are checked before)
             raise ConversionError(f"internal error: {tensor.key} has shape {value.shape}, "
-                                  f"expected {want}")
+                                  f"expected {tensor.shape}")
         value = value.astype(dtype.as_numpy_dtype, copy=False)
-        if names and size + value.nbytes > SHARD_BYTES:
+        for part, spec in _pieces(value):
+            add(key, spec, part, part.nbytes)
+        del value, part
+        if big:
             flush()
-        names.append(key)
-        values.append(value)
-        size += value.nbytes
-        del value
     if unreadable:
         raise ConversionError(f"cannot read {len(unreadable)} variables of {source} "
                               f"(truncated or corrupt data file?):\n  " +
                               "\n  ".join(sorted(unreadable)))
-    if names:
+    if shard["names"]:
         flush()
     tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=parts, destination_prefix=prefix,
                                   delete_old_dirs=False)
