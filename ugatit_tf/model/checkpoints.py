@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from ugatit_tf.config import Config
 from ugatit_tf.model.networks import Networks
+from ugatit_tf.model.restore import restore_variables
 
 CONFIG_FILE = "config.json"
 
@@ -122,12 +123,10 @@ def load_networks(config: Config, discriminators: bool = False,
             f"--dataset {config.dataset} ...) or convert released weights with "
             f"tools/convert_checkpoint.py, and pass the same flags (--light, --ch, ...)")
     check_config_matches(config, os.path.dirname(prefix) or folder)
-    nets = Networks(config, discriminators=discriminators)
-    ckpt = make_checkpoint(nets)
+    # zeros, not random numbers, then one variable at a time: the full model fits in 4 GB
+    nets = Networks(config, discriminators=discriminators, generator_init="zeros")
     try:
-        status = ckpt.read(prefix)
-        status.assert_existing_objects_matched()
-        status.expect_partial()  # optimizer slots and step are not needed here
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        restore_variables(make_checkpoint(nets), prefix)  # optimizer slots are not read
+    except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(f"cannot restore {prefix}: {e}") from e
     return nets, prefix
