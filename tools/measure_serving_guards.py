@@ -106,7 +106,7 @@ def first_reason(message):
         return named.group(0)
     lines = [x.strip() for x in message.splitlines() if x.strip()]
     useful = [x for x in lines if "Graph execution error" not in x and not x.startswith(
-        ("Detected at node", "File ", "[[", "Traceback"))]
+        ("Detected at node", "File ", "[[", "Traceback", "<stack traces"))]
     return (useful or lines)[0]
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
