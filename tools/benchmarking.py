@@ -402,8 +402,9 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
 # ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from ugatit_tf.cli import Parser  # one-line errors
     from ugatit_tf.config import str2bool
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="U-GAT-IT speed benchmark on synthetic data (see ugatit_tf/benchmarking.py)")
     p.add_argument("mode", choices=MODES)
     p.add_argument("--configs", default="light:256:64:4",

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from ugatit_tf.config import Config
+from tests.conftest import tiny_config as conftest_tiny_config
 from ugatit_tf.export.pixels import from_uint8, to_uint8
 
 SIZE = 32
@@ -16,9 +16,8 @@ MAX_BATCH = 4
 
 
 def tiny_config(**changes):
-    values = dict(light=True, img_size=SIZE, ch=8, n_res=2, n_dis=4, dataset="tiny")
-    values.update(changes)
-    return Config(**values).validate()
+    """The suite's tiny model (tests/conftest.py) with ch 8, validated."""
+    return conftest_tiny_config(**{"ch": 8, **changes}).validate()
 
 
 def rgb(h, w, seed=0, smooth=True):
