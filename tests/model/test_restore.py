@@ -7,10 +7,11 @@ import pytest
 import tensorflow as tf
 
 from ugatit_tf.config import Config
-from ugatit_tf.model.checkpoints import (load_networks, make_checkpoint, make_optimizer,
-                                         model_checkpoint_dir, write_config)
+from ugatit_tf.model.checkpoints import (load_networks, make_checkpoint, model_checkpoint_dir,
+                                         write_config)
 from ugatit_tf.model.networks import Networks
 from ugatit_tf.model.restore import checkpoint_variables, restore_variables
+from ugatit_tf.train.optimizer import make_optimizer
 
 
 def _config(tmp_path, **changes):
