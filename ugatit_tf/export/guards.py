@@ -219,7 +219,7 @@ def _size_checks(label, data, n, is_jpeg, is_png, is_gif, kind, max_pixels):
         check(total <= max_pixels, tf.strings.join([
             label, tf.strings.format(
                 ": GIF frames would decode to {} frame(s) x {}x{} = {} pixels (every frame is "
-                "decoded, at the largest frame's size), more than the limit of {} pixels "
+                "decoded at the size of the largest frame), more than the limit of {} pixels "
                 "(max_pixels); send a still image", (frames, height, width, total,
                                                      max_pixels))])),
     ]

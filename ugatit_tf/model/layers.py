@@ -19,8 +19,17 @@ WEIGHT_STD = 0.02
 L2_SCALE = 1e-4  # tf.contrib.layers.l2_regularizer(1e-4): 1e-4 * sum(w**2) / 2
 
 
-def weight_init():
-    return keras.initializers.RandomNormal(mean=0.0, stddev=WEIGHT_STD)
+KERNEL_INITS = ("random", "zeros")
+
+
+def weight_init(kind: str = "random"):
+    """The original's kernel initializer, N(0, 0.02). kind "zeros" draws no random numbers,
+    for a model whose weights are restored right after building: drawing the full model's
+    1 GB MLP kernel at random holds about 3 GB of memory at its peak."""
+    if kind not in KERNEL_INITS:
+        raise ValueError(f"kernel_init must be one of {KERNEL_INITS}, not {kind!r}")
+    return keras.initializers.RandomNormal(mean=0.0, stddev=WEIGHT_STD) if kind == "random" \
+        else "zeros"
 
 
 class ClipRho(keras.constraints.Constraint):
@@ -139,12 +148,14 @@ class _UnitNormal(keras.initializers.Initializer):
 
 
 class CheckpointNamed(keras.layers.Layer):
-    """A layer that knows the names of its weights in the original checkpoints."""
+    """A layer that knows the names of its weights in the original checkpoints.
+    `kernel_init` ("random" or "zeros", see `weight_init`) initialises its kernels."""
 
-    def __init__(self, tf1_scope=None, torch_prefix=None, **kwargs):
+    def __init__(self, tf1_scope=None, torch_prefix=None, kernel_init="random", **kwargs):
         super().__init__(**kwargs)
         self.tf1_scope = tf1_scope
         self.torch_prefix = torch_prefix
+        self.kernel_init = kernel_init
 
     def checkpoint_entries(self, flavour: str) -> dict[str, Entry]:  # pragma: no cover
         raise NotImplementedError
@@ -185,7 +196,7 @@ class Conv(CheckpointNamed):
         k = self.kernel_size
         channels = input_shape[-1] * (2 if self.cam_halves else 1)
         self.kernel = self.add_weight(name="kernel", shape=(k, k, channels, self.filters),
-                                      initializer=weight_init(), autocast=False)
+                                      initializer=weight_init(self.kernel_init), autocast=False)
         self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros",
                                      autocast=False)
                      if self.use_bias else None)
@@ -251,7 +262,7 @@ class Dense(CheckpointNamed):
         if len(input_shape) == 4:
             self.input_spatial = tuple(input_shape[1:])
         self.kernel = self.add_weight(name="kernel", shape=(fan_in, self.units),
-                                      initializer=weight_init(), autocast=False)
+                                      initializer=weight_init(self.kernel_init), autocast=False)
         self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros",
                                      autocast=False)
                      if self.use_bias else None)
@@ -446,14 +457,15 @@ class CAM(CheckpointNamed):
     def build(self, input_shape):
         c = input_shape[-1]
         if self.variant == "tf1":
-            self.kernel = self.add_weight(name="kernel", shape=(c, 1), initializer=weight_init(),
+            self.kernel = self.add_weight(name="kernel", shape=(c, 1),
+                                          initializer=weight_init(self.kernel_init),
                                           autocast=False)
             self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros",
                                         autocast=False)
             self.sn = SpectralNorm(self, self.kernel, self.sn_mode) if self.sn_mode else None
         else:
-            self.gap_layer = _BareKernel(c, self.sn_mode, name="gap_fc")
-            self.gmp_layer = _BareKernel(c, self.sn_mode, name="gmp_fc")
+            self.gap_layer = _BareKernel(c, self.sn_mode, self.kernel_init, name="gap_fc")
+            self.gmp_layer = _BareKernel(c, self.sn_mode, self.kernel_init, name="gmp_fc")
             self.gap_layer.build(input_shape)
             self.gmp_layer.build(input_shape)
 
@@ -507,14 +519,15 @@ def _dot(prefix, key):
 class _BareKernel(keras.layers.Layer):
     """A [C, 1] dense kernel without bias (PyTorch's gap_fc / gmp_fc)."""
 
-    def __init__(self, channels, sn_mode, **kwargs):
+    def __init__(self, channels, sn_mode, kernel_init="random", **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.sn_mode = sn_mode
+        self.kernel_init = kernel_init
 
     def build(self, input_shape):
         self.kernel = self.add_weight(name="kernel", shape=(self.channels, 1),
-                                      initializer=weight_init(), autocast=False)
+                                      initializer=weight_init(self.kernel_init), autocast=False)
         self.sn = SpectralNorm(self, self.kernel, self.sn_mode) if self.sn_mode else None
 
     def effective(self, training):

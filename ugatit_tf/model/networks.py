@@ -41,16 +41,16 @@ def _tracked(owner, prefix, layers):
 class ResnetBlock(keras.layers.Layer):
     """Encoder residual block: (reflect-pad conv3x3, IN, ReLU, reflect-pad conv3x3, IN) + x."""
 
-    def __init__(self, dim, variant, tf1_scope, torch_prefix, **kwargs):
+    def __init__(self, dim, variant, tf1_scope, torch_prefix, kernel_init="random", **kwargs):
         super().__init__(**kwargs)
         tf1 = variant == "tf1"
         self.conv1 = Conv(dim, 3, 1, _pads(3, 1, 1, variant), use_bias=tf1,
-                          tf1_scope=f"{tf1_scope}/res1/conv_0/conv2d",
+                          tf1_scope=f"{tf1_scope}/res1/conv_0/conv2d", kernel_init=kernel_init,
                           torch_prefix=f"{torch_prefix}.conv_block.1", name="res1_conv")
         self.norm1 = InstanceNorm(affine=tf1, tf1_scope=f"{tf1_scope}/res1/instance_norm",
                                   name="res1_norm")
         self.conv2 = Conv(dim, 3, 1, _pads(3, 1, 1, variant), use_bias=tf1,
-                          tf1_scope=f"{tf1_scope}/res2/conv_0/conv2d",
+                          tf1_scope=f"{tf1_scope}/res2/conv_0/conv2d", kernel_init=kernel_init,
                           torch_prefix=f"{torch_prefix}.conv_block.5", name="res2_conv")
         self.norm2 = InstanceNorm(affine=tf1, tf1_scope=f"{tf1_scope}/res2/instance_norm",
                                   name="res2_norm")
@@ -64,19 +64,20 @@ class ResnetBlock(keras.layers.Layer):
 class AdaLINResnetBlock(keras.layers.Layer):
     """Decoder residual block: conv3x3, AdaLIN, ReLU, conv3x3, AdaLIN, + x."""
 
-    def __init__(self, dim, variant, smoothing, tf1_scope, torch_prefix, **kwargs):
+    def __init__(self, dim, variant, smoothing, tf1_scope, torch_prefix, kernel_init="random",
+                 **kwargs):
         super().__init__(**kwargs)
         tf1 = variant == "tf1"
         norm_args = dict(smoothing=smoothing and tf1, rho_init=1.0 if tf1 else 0.9,
                          unbiased=not tf1)
         self.conv1 = Conv(dim, 3, 1, _pads(3, 1, 1, variant), use_bias=tf1,
-                          tf1_scope=f"{tf1_scope}/res1/conv_0/conv2d",
+                          tf1_scope=f"{tf1_scope}/res1/conv_0/conv2d", kernel_init=kernel_init,
                           torch_prefix=f"{torch_prefix}.conv1", name="res1_conv")
         self.norm1 = AdaLIN(tf1_scope=f"{tf1_scope}/res1/instance_layer_norm",
                             torch_prefix=f"{torch_prefix}.norm1", name="res1_adalin",
                             **norm_args)
         self.conv2 = Conv(dim, 3, 1, _pads(3, 1, 1, variant), use_bias=tf1,
-                          tf1_scope=f"{tf1_scope}/res2/conv_0/conv2d",
+                          tf1_scope=f"{tf1_scope}/res2/conv_0/conv2d", kernel_init=kernel_init,
                           torch_prefix=f"{torch_prefix}.conv2", name="res2_conv")
         self.norm2 = AdaLIN(tf1_scope=f"{tf1_scope}/res2/instance_layer_norm",
                             torch_prefix=f"{torch_prefix}.norm2", name="res2_adalin",
@@ -92,18 +93,18 @@ class MLP(keras.layers.Layer):
     """Gamma/beta block: (light: global average pool) -> 2 x (dense, ReLU) -> dense gamma,
     dense beta. The full model flattens the whole feature map (most of its parameters)."""
 
-    def __init__(self, width, light, variant, **kwargs):
+    def __init__(self, width, light, variant, kernel_init="random", **kwargs):
         super().__init__(**kwargs)
         self.light = light
-        tf1 = variant == "tf1"
-        self.linear_0 = Dense(width, use_bias=tf1, tf1_scope="MLP/linear_0/dense",
-                              torch_prefix="FC.0", name="linear_0")
-        self.linear_1 = Dense(width, use_bias=tf1, tf1_scope="MLP/linear_1/dense",
-                              torch_prefix="FC.2", name="linear_1")
-        self.gamma = Dense(width, use_bias=tf1, tf1_scope="MLP/gamma/dense",
-                           torch_prefix="gamma", name="gamma")
-        self.beta = Dense(width, use_bias=tf1, tf1_scope="MLP/beta/dense",
-                          torch_prefix="beta", name="beta")
+        args = dict(use_bias=variant == "tf1", kernel_init=kernel_init)
+        self.linear_0 = Dense(width, tf1_scope="MLP/linear_0/dense", torch_prefix="FC.0",
+                              name="linear_0", **args)
+        self.linear_1 = Dense(width, tf1_scope="MLP/linear_1/dense", torch_prefix="FC.2",
+                              name="linear_1", **args)
+        self.gamma = Dense(width, tf1_scope="MLP/gamma/dense", torch_prefix="gamma",
+                           name="gamma", **args)
+        self.beta = Dense(width, tf1_scope="MLP/beta/dense", torch_prefix="beta", name="beta",
+                          **args)
 
     def call(self, x):
         if self.light:
@@ -118,53 +119,59 @@ class Generator(keras.Model):
 
     call(x, training=False, upsample="fused") -> (image [N,H,W,3] in [-1,1], cam_logit [N,2],
     heatmap [N,h,w]) (heatmap: channel sum of the attention-weighted bottleneck, at 1/4
-    resolution). `upsample` is one of UPSAMPLE_MODES: the TFLite exporter asks for "repeat"."""
+    resolution). `upsample` is one of UPSAMPLE_MODES: the TFLite exporter asks for "repeat".
+    `kernel_init` "zeros" (see layers.weight_init) builds a generator whose weights are
+    restored right after without drawing random numbers (export, test, photos)."""
 
-    def __init__(self, config: Config, **kwargs):
+    def __init__(self, config: Config, kernel_init="random", **kwargs):
         super().__init__(**kwargs)
         self.config = config
         variant = config.variant
         tf1 = variant == "tf1"
         ch = config.ch
+        init = dict(kernel_init=kernel_init)
         self.conv = Conv(ch, 7, 1, _pads(7, 1, 3, variant), use_bias=tf1,
-                         tf1_scope="conv/conv2d", torch_prefix="DownBlock.1", name="conv")
+                         tf1_scope="conv/conv2d", torch_prefix="DownBlock.1", name="conv", **init)
         self.norm = InstanceNorm(affine=tf1, tf1_scope="ins_norm", name="ins_norm")
         down_convs, down_norms = [], []
         for i in range(2):
             ch *= 2
             down_convs.append(Conv(ch, 3, 2, _pads(3, 2, 1, variant), use_bias=tf1,
                                    tf1_scope=f"conv_{i}/conv2d",
-                                   torch_prefix=f"DownBlock.{5 + 4 * i}", name=f"conv_{i}"))
+                                   torch_prefix=f"DownBlock.{5 + 4 * i}", name=f"conv_{i}",
+                                   **init))
             down_norms.append(InstanceNorm(affine=tf1, tf1_scope=f"ins_norm_{i}",
                                            name=f"ins_norm_{i}"))
         self.down_convs = _tracked(self, "down_conv", down_convs)
         self.down_norms = _tracked(self, "down_norm", down_norms)
         self.resblocks = _tracked(self, "resblock", [
             ResnetBlock(ch, variant, f"resblock_{k}", f"DownBlock.{12 + k}",
-                        name=f"resblock_{k}") for k in range(config.n_res)])
+                        name=f"resblock_{k}", **init) for k in range(config.n_res)])
         self.cam = CAM(variant=variant, sn=None, tf1_scope="CAM_logit", torch_prefix="",
-                       name="CAM_logit")
+                       name="CAM_logit", **init)
         self.conv_1x1 = Conv(ch, 1, 1, use_bias=True, cam_halves=True,
                              tf1_scope="conv_1x1/conv2d", torch_prefix="conv1x1",
-                             name="conv_1x1")
-        self.mlp = MLP(config.mlp_width, config.light, variant, name="MLP")
+                             name="conv_1x1", **init)
+        self.mlp = MLP(config.mlp_width, config.light, variant, name="MLP", **init)
         self.ada_resblocks = _tracked(self, "adaptive_resblock", [
             AdaLINResnetBlock(ch, variant, config.smoothing, f"adaptive_resblock{k}",
-                              f"UpBlock1_{k + 1}", name=f"adaptive_resblock{k}")
+                              f"UpBlock1_{k + 1}", name=f"adaptive_resblock{k}", **init)
             for k in range(config.n_res)])
         up_convs, up_norms = [], []
         for i in range(2):
             ch //= 2
             up_convs.append(Conv(ch, 3, 1, _pads(3, 1, 1, variant), use_bias=tf1,
                                  tf1_scope=f"up_conv_{i}/conv2d",
-                                 torch_prefix=f"UpBlock2.{2 + 5 * i}", name=f"up_conv_{i}"))
+                                 torch_prefix=f"UpBlock2.{2 + 5 * i}", name=f"up_conv_{i}",
+                                 **init))
             up_norms.append(LIN(unbiased=not tf1, tf1_scope=f"layer_ins_norm_{i}",
                                 torch_prefix=f"UpBlock2.{3 + 5 * i}",
                                 name=f"layer_ins_norm_{i}"))
         self.up_convs = _tracked(self, "up_conv", up_convs)
         self.up_norms = _tracked(self, "up_norm", up_norms)
         self.g_logit = Conv(3, 7, 1, _pads(7, 1, 3, variant), use_bias=tf1,
-                            tf1_scope="G_logit/conv2d", torch_prefix="UpBlock2.11", name="G_logit")
+                            tf1_scope="G_logit/conv2d", torch_prefix="UpBlock2.11", name="G_logit",
+                            **init)
 
     def encode(self, x):
         x = tf.nn.relu(self.norm(self.conv(x)))
@@ -283,8 +290,8 @@ class Discriminator(keras.Model):
 # Building, regularisation and name maps
 # ---------------------------------------------------------------------------
 
-def build_generator(config: Config, name: str) -> Generator:
-    model = Generator(config, name=name)
+def build_generator(config: Config, name: str, kernel_init: str = "random") -> Generator:
+    model = Generator(config, kernel_init=kernel_init, name=name)
     model(tf.zeros([1, config.img_size, config.img_size, config.img_ch]))
     return model
 
@@ -297,12 +304,15 @@ def build_discriminator(config: Config, name: str) -> Discriminator:
 
 class Networks:
     """The four networks of U-GAT-IT with the original's names: `generator_B` translates
-    A -> B, `generator_A` translates B -> A; `discriminator_A`/`_B` judge each domain."""
+    A -> B, `generator_A` translates B -> A; `discriminator_A`/`_B` judge each domain.
+    `generator_init` "zeros": generators about to be restored from a checkpoint (no random
+    numbers drawn, see layers.weight_init)."""
 
-    def __init__(self, config: Config, discriminators: bool = True):
+    def __init__(self, config: Config, discriminators: bool = True,
+                 generator_init: str = "random"):
         self.config = config
-        self.genA2B = build_generator(config, "generator_B")
-        self.genB2A = build_generator(config, "generator_A")
+        self.genA2B = build_generator(config, "generator_B", generator_init)
+        self.genB2A = build_generator(config, "generator_A", generator_init)
         if discriminators:
             self.disA = build_discriminator(config, "discriminator_A")
             self.disB = build_discriminator(config, "discriminator_B")
