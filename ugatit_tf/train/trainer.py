@@ -247,10 +247,7 @@ class Trainer:
         out = {}
         for domain, D, real, fake in (("A", self.nets.disA, real_A, fake_A),
                                       ("B", self.nets.disB, real_B, fake_B)):
-            # real and fake in one call: one spectral-norm power iteration per step
-            logits, cams, _ = D(tf.concat([real, fake], 0), training=True)
-            real_l, fake_l = _split(logits, n)
-            real_c, fake_c = _split(cams, n)
+            real_l, real_c, fake_l, fake_c = self._d_outputs(D, real, fake, n)
             loss = (L.discriminator_loss(cfg.gan_type, real_l, fake_l)
                     + L.discriminator_loss(cfg.gan_type, real_c, fake_c))
             if L.uses_gradient_penalty(cfg.gan_type):
@@ -259,6 +256,26 @@ class Trainer:
                 loss += gp + gp_cam
             out[f"D_{domain}_loss"] = cfg.adv_weight * loss
         return out
+
+    def _d_outputs(self, D, real, fake, n):
+        """(real logits, real CAM logits, fake logits, fake CAM logits) of one domain's
+        discriminator. tf1: real and fake in one call, one spectral-norm power iteration per
+        D step, as the TF1 graph. pytorch: the original calls D on the real batch, then on the
+        fake one, and torch's spectral norm iterates once per call (u and v updated in
+        between), so two calls, in that order."""
+        if self.config.variant == "pytorch":
+            real_l, real_c, _ = D(real, training=True)
+            fake_l, fake_c, _ = D(fake, training=True)
+            return real_l, real_c, fake_l, fake_c
+        logits, cams, _ = D(tf.concat([real, fake], 0), training=True)
+        (real_l, fake_l), (real_c, fake_c) = _split(logits, n), _split(cams, n)
+        return real_l, real_c, fake_l, fake_c
+
+    def _printed(self, losses, total):
+        """The total loss as the original prints it: tf1 includes the L2 regularisation (it is
+        part of the TF1 losses); pytorch prints the losses without the L2 term that stands
+        in for Adam's weight_decay (same gradient), as the PyTorch code does."""
+        return losses if self.config.variant == "pytorch" else total
 
     def _d_grads(self, real_A, real_B, noise):
         """This replica's D losses (scaled by 1/replicas) and gradients."""
@@ -273,7 +290,7 @@ class Trainer:
             total = out["D_A_loss"] + out["D_B_loss"] + reg * scale
             loss = self._scaled(self.d_optim, total)
         grads = tape.gradient(loss, self.d_vars)
-        out["Discriminator_loss"] = total
+        out["Discriminator_loss"] = self._printed(out["D_A_loss"] + out["D_B_loss"], total)
         return grads, out
 
     def _d_replica(self, real_A, real_B, noise):
@@ -331,7 +348,7 @@ class Trainer:
             total = out["G_A_loss"] + out["G_B_loss"] + reg * scale
             loss = self._scaled(self.g_optim, total)
         grads = tape.gradient(loss, self.g_vars)
-        out["Generator_loss"] = total
+        out["Generator_loss"] = self._printed(out["G_A_loss"] + out["G_B_loss"], total)
         return grads, out
 
     def _g_replica(self, real_A, real_B):
