@@ -193,6 +193,14 @@ def weight_change_deviation(start, end_ref, end_other):
     return (num / den) ** 0.5
 
 
+def rho_at_bounds(weights):
+    """How many rho values sit exactly at 0 or 1 (the clipping's work)."""
+    import numpy as np
+
+    return int(sum(np.sum((value == 0) | (value == 1)) for (key, name), (_, value)
+                   in weights.items() if name.endswith("rho")))
+
+
 def _ours_as_dict(nets):
     from ugatit_tf.model.networks import torch_name_map
 
@@ -231,10 +239,13 @@ def run(args) -> int:
     start = _official_weights(initial, nets)
     ref = _official_weights(os.path.join(runs[True]["folder"], name % args.steps), nets)
     plain = _official_weights(os.path.join(runs[False]["folder"], name % args.steps), nets)
+    mine = _ours_as_dict(nets)
     report = {
-        "steps": args.steps, "torch": runs[True]["torch"],
+        "steps": args.steps, "seed": args.seed, "torch": runs[True]["torch"],
         "official_spread": weight_change_deviation(start, ref, plain),
-        "our_deviation": weight_change_deviation(start, ref, _ours_as_dict(nets)),
+        "our_deviation": weight_change_deviation(start, ref, mine),
+        "our_deviation_from_plain": weight_change_deviation(start, plain, mine),
+        "rho_at_0_or_1": {"official": rho_at_bounds(ref), "ours": rho_at_bounds(mine)},
         "losses": {"official_mkldnn": runs[True]["losses"],
                    "official_plain": runs[False]["losses"], "ours": our_losses},
     }
@@ -246,7 +257,9 @@ def run(args) -> int:
         print(f"{s:>4} {d1:12.6f} {d2:12.6f} {d3:12.6f} {g1:12.5f} {g2:12.5f} {g3:12.5f}")
     print(f"weight change after {args.steps} steps, relative L2 deviation from the official "
           f"(mkldnn on): official mkldnn off {report['official_spread']:.3%}, ours "
-          f"{report['our_deviation']:.3%}")
+          f"{report['our_deviation']:.3%} (from mkldnn off: "
+          f"{report['our_deviation_from_plain']:.3%}); rho values clipped to 0 or 1: official "
+          f"{report['rho_at_0_or_1']['official']}, ours {report['rho_at_0_or_1']['ours']}")
     return 0
 
 
