@@ -245,7 +245,8 @@ def run(args) -> int:
         "official_spread": weight_change_deviation(start, ref, plain),
         "our_deviation": weight_change_deviation(start, ref, mine),
         "our_deviation_from_plain": weight_change_deviation(start, plain, mine),
-        "rho_at_0_or_1": {"official": rho_at_bounds(ref), "ours": rho_at_bounds(mine)},
+        "rho_at_0_or_1": {"official": rho_at_bounds(ref), "official_plain": rho_at_bounds(plain),
+                          "ours": rho_at_bounds(mine)},
         "losses": {"official_mkldnn": runs[True]["losses"],
                    "official_plain": runs[False]["losses"], "ours": our_losses},
     }
@@ -259,7 +260,8 @@ def run(args) -> int:
           f"(mkldnn on): official mkldnn off {report['official_spread']:.3%}, ours "
           f"{report['our_deviation']:.3%} (from mkldnn off: "
           f"{report['our_deviation_from_plain']:.3%}); rho values clipped to 0 or 1: official "
-          f"{report['rho_at_0_or_1']['official']}, ours {report['rho_at_0_or_1']['ours']}")
+          f"{report['rho_at_0_or_1']['official']} (mkldnn off "
+          f"{report['rho_at_0_or_1']['official_plain']}), ours {report['rho_at_0_or_1']['ours']}")
     return 0
 
 
