@@ -13,6 +13,11 @@ Typical use (what ``main.py --phase test --input PATH`` does)::
 
     summary = translate_paths(PATH, "results/test", translate=fn, img_size=256,
                               face_crop=True, paste_back=True, fallback="center")
+
+Paths are checked before anything is read or written (``PathError``, one line: a missing
+``--input``, a FIFO or device, an ``--output`` that is an existing file), and each photo is
+refused before decoding when its headers declare more than the pixel budget
+(common.images.load_rgb; the refusal is listed among the failed files).
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import glob as _glob
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,10 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ugatit_tf.common.files import PHOTO_EXTENSIONS as IMAGE_EXTENSIONS
+from ugatit_tf.common.files import (VIDEO_EXTENSIONS, PathError, check_path_kind, list_images,
+                                    path_kind)
+from ugatit_tf.common.images import DEFAULT_MAX_PIXELS, load_rgb, to_uint8
 from ugatit_tf.common.progress import ProgressBar
 from ugatit_tf.infer import faces as F
 
@@ -40,18 +48,15 @@ __all__ = [
     "PhotoResult",
     "PhotoTranslator",
     "Summary",
-    "VideoSummary",
     "expand_inputs",
     "is_video",
+    "attention_sheet",
     "translate_paths",
-    "translate_video",
 ]
 
 PathLike = Union[str, os.PathLike]
 TranslateFn = Callable[[np.ndarray], object]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 FALLBACKS = ("error", "center")
 
 
@@ -115,10 +120,6 @@ def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "numpy"):
         x = x.numpy()
     return np.asarray(x)
-
-
-def _to_uint8(batch: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint((batch.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 class PhotoTranslator:
@@ -193,7 +194,7 @@ class PhotoTranslator:
                 raise ValueError(
                     f"translate returned images of shape {imgs.shape}, expected "
                     f"[{len(chunk)}, H, W, 3]")
-            imgs = _to_uint8(imgs)
+            imgs = to_uint8(imgs)
             if imgs.shape[-1] == 1:
                 imgs = np.repeat(imgs, 3, axis=-1)
             for im in imgs:
@@ -263,7 +264,7 @@ class PhotoTranslator:
 
         sheet = None
         if self.make_sheet:
-            sheet = F.attention_sheet([r.crop for r in results],
+            sheet = attention_sheet([r.crop for r in results],
                                       [r.translated for r in results],
                                       [r.overlay for r in results])
         return PhotoResult(output=out, mode=mode, faces=results, sheet=sheet)
@@ -271,13 +272,65 @@ class PhotoTranslator:
     __call__ = translate_photo
 
 
+def _as_rows(x):
+    if isinstance(x, np.ndarray) and x.ndim in (2, 3):
+        return [x]
+    return list(x)
+
+
+def attention_sheet(input, output, heatmap_overlay, path: Optional[PathLike] = None,
+                    titles: Sequence[str] = ("input", "output", "attention"),
+                    height: Optional[int] = None) -> np.ndarray:
+    """Side-by-side sheet ``input | output | attention`` with small titles.
+
+    Each argument may be one image or a list of images (one row per item,
+    e.g. one row per face).  Panels of a row are resized to a common height
+    (``height`` or the tallest panel, capped at 512 px).  If ``path`` is given
+    the sheet is written there atomically as PNG.  Returns the sheet (RGB
+    uint8).
+    """
+    ins, outs, ovs = _as_rows(input), _as_rows(output), _as_rows(heatmap_overlay)
+    if not (len(ins) == len(outs) == len(ovs)) or not ins:
+        raise ValueError("input, output and heatmap_overlay need the same number of rows")
+    gap = 4
+    rows = []
+    for a, b, c in zip(ins, outs, ovs):
+        panels = [F.as_rgb_uint8(p) for p in (a, b, c)]
+        ph = int(height) if height else min(512, max(p.shape[0] for p in panels))
+        resized = []
+        for p in panels:
+            pw = max(1, int(round(p.shape[1] * ph / float(p.shape[0]))))
+            interp = cv2.INTER_AREA if ph < p.shape[0] else cv2.INTER_LINEAR
+            resized.append(cv2.resize(p, (pw, ph), interpolation=interp)
+                           if p.shape[:2] != (ph, pw) else p)
+        th = max(16, min(28, ph // 10))
+        font_scale = th / 36.0
+        cols = []
+        for p, title in zip(resized, titles):
+            strip = np.full((th, p.shape[1], 3), 255, np.uint8)
+            (tw, tht), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            org = (max(2, (p.shape[1] - tw) // 2), (th + tht) // 2)
+            cv2.putText(strip, title, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+            cols.append(np.vstack([strip, p]))
+            cols.append(np.full((th + ph, gap, 3), 255, np.uint8))
+        rows.append(np.hstack(cols[:-1]))
+    width = max(r.shape[1] for r in rows)
+    padded = []
+    for r in rows:
+        if r.shape[1] < width:
+            r = np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)])
+        padded.append(r)
+        padded.append(np.full((gap, width, 3), 255, np.uint8))
+    sheet = np.ascontiguousarray(np.vstack(padded[:-1]))
+    if path is not None:
+        F.save_image(path, sheet)
+    return sheet
+
+
 # --------------------------------------------------------------------------
 # Files and folders
 # --------------------------------------------------------------------------
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS
-
 
 def is_video(p: PathLike) -> bool:
     return Path(p).suffix.lower() in VIDEO_EXTENSIONS
@@ -286,23 +339,24 @@ def is_video(p: PathLike) -> bool:
 def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
     """Expand a file, a folder (non-recursive, image extensions, hidden files
     skipped) or a glob pattern (``**`` allowed) -- or a list of those -- to a
-    sorted, de-duplicated list of files.  Raises ``FileNotFoundError`` when
+    sorted, de-duplicated list of regular files.  Raises ``PathError`` (one line
+    naming --input) for a missing path, a FIFO, device or socket, or when
     nothing matches."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     found: List[Path] = []
     for item in items:
         p = Path(item).expanduser()
-        if p.is_file():
+        kind = path_kind(p)
+        if kind == "file":
             found.append(p)
-        elif p.is_dir():
-            found.extend(sorted(q for q in p.iterdir()
-                                if q.is_file() and _is_image(q) and not q.name.startswith(".")))
-        elif _glob.has_magic(str(item)):
+        elif kind == "folder":
+            found.extend(Path(q) for q in list_images(p, IMAGE_EXTENSIONS))
+        elif kind == "missing" and _glob.has_magic(str(item)):
             found.extend(sorted(Path(q) for q in _glob.glob(os.path.expanduser(str(item)),
                                                             recursive=True)
                                 if os.path.isfile(q)))
         else:
-            raise FileNotFoundError(f"input '{item}' does not exist")
+            check_path_kind(p, "--input", ("file", "folder"), "an image, a video or a folder")
     seen, out = set(), []
     for p in found:
         key = os.path.realpath(p)
@@ -310,7 +364,8 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
             seen.add(key)
             out.append(p)
     if not out:
-        raise FileNotFoundError(f"no input images found for {inputs!s}")
+        raise PathError(f"--input {inputs!s}: no images or videos found there "
+                        f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
     return out
 
 
@@ -334,8 +389,13 @@ def _output_names(paths: Sequence[Path]) -> List[str]:
 
 
 def _check_output_dir(output_dir: Path, inputs: Sequence[Path]) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"output path '{output_dir}' exists and is not a folder")
+    """PathError unless `output_dir` is a folder or can be made one (its first existing
+    ancestor a folder), and no input lives in it."""
+    check_path_kind(output_dir, "--output", ("folder", "missing"), "a folder")
+    parent = output_dir.absolute().parent
+    while path_kind(parent) == "missing":
+        parent = parent.parent
+    check_path_kind(parent, "--output", ("folder",), "a folder")  # names the ancestor
     out_real = os.path.realpath(output_dir)
     for p in inputs:
         if os.path.realpath(p.parent) == out_real:
@@ -381,7 +441,8 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
                     face_crop: bool = True, paste_back: bool = True,
                     fallback: str = "error", detector: Optional[F.FaceDetector] = None,
                     write_sheet: bool = True, video_face_crop: Optional[bool] = None,
-                    progress: bool = True, stream=None, verbose: bool = True) -> Summary:
+                    progress: bool = True, stream=None, verbose: bool = True,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Summary:
     """Translate a file, a folder (non-recursive) or a glob pattern.
 
     Writes ``NAME_translated.png`` and (``write_sheet``) ``NAME_sheet.png``
@@ -390,7 +451,8 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
     (in face mode their frames without a face are centre-cropped with
     ``fallback='center'`` and copied unchanged otherwise).
     Refuses an ``output_dir`` that is the folder of any input (so inputs are
-    never overwritten).  Per-file errors (unreadable file, no face found...)
+    never overwritten), or that is a file, FIFO or device (``PathError``).
+    Per-file errors (unreadable file, over ``max_pixels``, no face found...)
     are recorded in the returned ``Summary`` and the remaining files are
     processed.  Pass either ``translate`` + options or a ready ``translator``.
     """
@@ -420,6 +482,7 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
     for path, name in zip(paths, names):
         try:
             if is_video(path):
+                from ugatit_tf.infer.video import translate_video  # video builds on photos
                 vs = translate_video(
                     path, safe_target(f"{name}_translated.mp4"), translator=translator,
                     face_crop=translator.face_crop if video_face_crop is None else video_face_crop,
@@ -427,7 +490,7 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
                     progress=False)
                 summary.ok.append((str(path), [vs.output]))
             else:
-                rgb = F.load_image(path)
+                rgb = load_rgb(path, max_pixels)
                 res = translator.translate_photo(rgb, source=path)
                 outs = [str(F.save_image(safe_target(f"{name}_translated.png"), res.output))]
                 if write_sheet and res.sheet is not None:
@@ -449,173 +512,4 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
     if verbose:
         stream.write(summary.report() + "\n")
         stream.flush()
-    return summary
-
-
-# --------------------------------------------------------------------------
-# Video
-# --------------------------------------------------------------------------
-
-@dataclass
-class VideoSummary:
-    input: str
-    output: str
-    frames: int
-    fps: float
-    size: Tuple[int, int]       # (width, height)
-    codec: str
-    face_frames: int = 0        # frames translated with face crops
-    fallback_frames: int = 0    # frames translated via the centre crop
-    copied_frames: int = 0      # frames without a face written unchanged
-    seconds: float = 0.0
-
-    def report(self) -> str:
-        return (f"{self.frames} frames {self.size[0]}x{self.size[1]} @ {self.fps:g} fps "
-                f"({self.codec}) -> {self.output}: {self.face_frames} with faces, "
-                f"{self.fallback_frames} centre-cropped, {self.copied_frames} unchanged, "
-                f"{self.seconds:.1f}s")
-
-    __str__ = report
-
-
-def _same_file(a: PathLike, b: PathLike) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _open_writer(out_path: Path, fps: float, size: Tuple[int, int]):
-    """Open a VideoWriter on a temp file next to the target: mp4v/.mp4 first,
-    MJPG/.avi as fallback.  Returns (writer, tmp_path, final_path, codec)."""
-    attempts = [("mp4v", ".mp4"), ("MJPG", ".avi")]
-    if out_path.suffix.lower() == ".avi":
-        attempts = [("MJPG", ".avi"), ("mp4v", ".mp4")]
-    for codec, ext in attempts:
-        final = out_path.with_suffix(ext)
-        fd, tmp = tempfile.mkstemp(dir=str(out_path.parent), prefix=f".{final.stem}.",
-                                   suffix=".tmp" + ext)
-        os.close(fd)
-        w = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), fps, size)
-        if w.isOpened():
-            return w, Path(tmp), final, codec
-        w.release()
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-    raise RuntimeError(f"cannot open a video writer for '{out_path}' (tried mp4v/.mp4 "
-                       "and MJPG/.avi)")
-
-
-def translate_video(in_path: PathLike, out_path: PathLike,
-                    translate: Optional[TranslateFn] = None, img_size: int = 256, *,
-                    translator: Optional[PhotoTranslator] = None,
-                    face_crop: bool = False, fallback: str = "center",
-                    detector: Optional[F.FaceDetector] = None,
-                    max_frames: Optional[int] = None,
-                    progress: bool = True, stream=None) -> VideoSummary:
-    """Translate a video frame by frame; output keeps fps and frame size.
-
-    Writes ``out_path`` (mp4v fourcc, .mp4); if that writer cannot be opened
-    it falls back to MJPG in ``out_path`` with an .avi suffix (see the
-    returned ``VideoSummary.output``).  The file is written to a temp name
-    and moved into place at the end.  Refuses to write over the input.
-
-    face_crop: translate detected faces and paste them back into each frame;
-        otherwise the centre square of each frame is translated and put back.
-    fallback (face mode, frames without a face): "center" -> translate the
-        centre crop, "copy" -> write the frame unchanged, "error" -> stop with
-        ``NoFaceError`` (no output file is left behind).
-    """
-    t0 = time.monotonic()
-    in_path, out_path = Path(in_path), Path(out_path)
-    if not in_path.is_file():
-        raise FileNotFoundError(f"video '{in_path}' does not exist")
-    if fallback not in ("center", "copy", "error"):
-        raise ValueError(f"fallback must be 'center', 'copy' or 'error', got {fallback!r}")
-    for cand in {out_path, out_path.with_suffix(".mp4"), out_path.with_suffix(".avi")}:
-        if _same_file(cand, in_path):
-            raise ValueError(f"refusing to write the output over the input video '{in_path}'")
-    if translator is None:
-        if translate is None:
-            raise TypeError("pass translate= (the model callable) or translator=")
-        translator = PhotoTranslator(translate, img_size, detector=detector,
-                                     make_sheet=False)
-    # a per-frame translator: always pasted back (frame size is kept)
-    vt = PhotoTranslator(
-        translator.translate, translator.img_size, face_crop=face_crop, paste_back=True,
-        fallback="center" if fallback == "center" else "error",
-        detector=translator._detector if detector is None else detector,
-        margin=translator.margin, center_y=translator.center_y, rotate=translator.rotate,
-        feather=translator.feather, mask_shape=translator.mask_shape,
-        max_faces=translator.max_faces, batch_size=translator.batch_size, make_sheet=False)
-
-    cap = cv2.VideoCapture(str(in_path))
-    if not cap.isOpened():
-        raise F.ImageLoadError(f"cannot open video '{in_path}'")
-    writer = tmp = None
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not np.isfinite(fps) or fps <= 0:
-            fps = 25.0
-        W = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        H = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if max_frames:
-            total = min(total, max_frames) if total > 0 else max_frames
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        bar = ProgressBar(total, label="video", stream=stream, enabled=bool(progress))
-        summary = VideoSummary(input=str(in_path), output="", frames=0, fps=fps,
-                               size=(W, H), codec="")
-        while True:
-            if max_frames and summary.frames >= max_frames:
-                break
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            if writer is None:
-                H, W = bgr.shape[:2]
-                summary.size = (W, H)
-                writer, tmp, final, codec = _open_writer(out_path, fps, (W, H))
-                if _same_file(final, in_path):
-                    raise ValueError(f"refusing to write over the input video '{in_path}'")
-                summary.output, summary.codec = str(final), codec
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            try:
-                res = vt.translate_photo(rgb, source=f"{in_path} frame {summary.frames}")
-                out = res.output
-                if res.mode == "face":
-                    summary.face_frames += 1
-                else:
-                    summary.fallback_frames += 1
-            except NoFaceError:
-                if fallback != "copy":
-                    raise
-                out = rgb
-                summary.copied_frames += 1
-            if out.shape[:2] != (H, W):
-                out = cv2.resize(out, (W, H), interpolation=cv2.INTER_LINEAR)
-            writer.write(cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-            summary.frames += 1
-            bar.update(1)
-        bar.close()
-        if writer is None:
-            raise F.ImageLoadError(f"video '{in_path}' has no readable frames")
-        writer.release()
-        writer = None
-        os.replace(tmp, summary.output)
-        tmp = None
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    summary.seconds = time.monotonic() - t0
     return summary
