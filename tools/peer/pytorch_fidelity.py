@@ -137,7 +137,7 @@ def official(args) -> int:
 def _official_weights(path, nets):
     """{(torch key, state_dict name): array in our layout} of a torch.save'd checkpoint."""
     from ugatit_tf.convert import torch_format
-    from ugatit_tf.convert.checkpoint import to_ours
+    from ugatit_tf.convert.shared import to_ours
     from ugatit_tf.model.networks import torch_name_map
 
     state = torch_format.load(path)
@@ -156,7 +156,7 @@ def ours(initial: str, out: str, steps: int, seed: int):
 
     import tensorflow as tf
 
-    from ugatit_tf.convert.checkpoint import convert_pytorch
+    from ugatit_tf.convert.pytorch import convert_pytorch
     from ugatit_tf.train.trainer import Trainer
 
     ckpt_dir = os.path.join(out, "checkpoints")
