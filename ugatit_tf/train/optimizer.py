@@ -22,18 +22,30 @@ class FusedAdam(keras.optimizers.Adam):
     (b1^t, b2^t, ...) computed once per update instead of once per variable: the same
     formula (Keras' and TF's Adam both use lr * sqrt(1 - b2^t) / (1 - b1^t) and epsilon
     outside the square root), the same slot variables and checkpoint layout, a fraction of
-    the ops per step."""
+    the ops per step.
+
+    `torch_epsilon=True` puts epsilon where torch.optim.Adam has it, after the bias correction
+    of the second moment: m_hat / (sqrt(v_hat) + eps), i.e. epsilon * sqrt(1 - b2^t) in the
+    formula above (the pytorch variant)."""
 
     _scalars = None
+
+    def __init__(self, *args, torch_epsilon=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.torch_epsilon = torch_epsilon
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         # once per apply (cross-replica context), shared by every variable's update
         step = tf.cast(self.iterations + 1, tf.float32)
         beta_1, beta_2 = tf.constant(self.beta_1, tf.float32), tf.constant(self.beta_2,
                                                                            tf.float32)
-        self._scalars = dict(beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+        beta2_power = tf.pow(beta_2, step)
+        epsilon = tf.constant(self.epsilon, tf.float32)
+        if self.torch_epsilon:
+            epsilon *= tf.sqrt(1.0 - beta2_power)
+        self._scalars = dict(beta1_power=tf.pow(beta_1, step), beta2_power=beta2_power,
                              lr=tf.cast(learning_rate, tf.float32), beta1=beta_1,
-                             beta2=beta_2, epsilon=tf.constant(self.epsilon, tf.float32))
+                             beta2=beta_2, epsilon=epsilon)
         try:
             return super()._distributed_tf_update_step(distribution, grads_and_vars,
                                                        learning_rate)
@@ -43,6 +55,9 @@ class FusedAdam(keras.optimizers.Adam):
     def update_step(self, gradient, variable, learning_rate):
         if (self.amsgrad or self._scalars is None or isinstance(gradient, tf.IndexedSlices)
                 or variable.dtype != tf.float32):
+            if self.torch_epsilon:
+                raise ValueError(f"{self.name}: torch_epsilon needs the fused update (dense "
+                                 f"float32 gradients, no amsgrad)")
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
@@ -63,7 +78,7 @@ def make_optimizer(config: Config, name: str, mixed_precision: str = "none"):
     restore it exactly. With mixed_precision "mixed_float16" it comes wrapped in a
     LossScaleOptimizer (`inner` gives the Adam back). Build it inside the strategy's scope."""
     optim = FusedAdam(learning_rate=config.lr, beta_1=0.5, beta_2=0.999, epsilon=1e-8,
-                      name=name)
+                      torch_epsilon=config.variant == "pytorch", name=name)
     if uses_loss_scale(mixed_precision):
         return keras.optimizers.LossScaleOptimizer(optim, name=f"{name}_loss_scale")
     return optim

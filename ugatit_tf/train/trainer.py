@@ -224,9 +224,7 @@ class Trainer:
         out = {}
         for domain, D, real, fake in (("A", nets.disA, real_A, fake_A),
                                       ("B", nets.disB, real_B, fake_B)):
-            # real and fake in one call: one spectral-norm power iteration per step
-            logits, cams, _ = D(tf.concat([real, fake], 0), training=True)
-            (real_l, fake_l), (real_c, fake_c) = _halves(logits, n), _halves(cams, n)
+            real_l, real_c, fake_l, fake_c = self._d_outputs(D, real, fake, n)
             loss = (L.discriminator_loss(cfg.gan_type, real_l, fake_l)
                     + L.discriminator_loss(cfg.gan_type, real_c, fake_c))
             if L.uses_gradient_penalty(cfg.gan_type):
@@ -236,8 +234,29 @@ class Trainer:
             out[f"D_{domain}_loss"] = cfg.adv_weight * loss * scale
         reg = (regularization_loss(nets.disA, cfg.variant)
                + regularization_loss(nets.disB, cfg.variant))
-        out["Discriminator_loss"] = out["D_A_loss"] + out["D_B_loss"] + reg * scale
-        return out["Discriminator_loss"], out
+        total = out["D_A_loss"] + out["D_B_loss"] + reg * scale
+        out["Discriminator_loss"] = self._printed(out["D_A_loss"] + out["D_B_loss"], total)
+        return total, out
+
+    def _d_outputs(self, D, real, fake, n):
+        """(real logits, real CAM logits, fake logits, fake CAM logits) of one domain's
+        discriminator. tf1: real and fake in one call, one spectral-norm power iteration per
+        D step, as the TF1 graph. pytorch: the original calls D on the real batch, then on the
+        fake one, and torch's spectral norm iterates once per call (u and v updated in
+        between), so two calls, in that order."""
+        if self.config.variant == "pytorch":
+            real_l, real_c, _ = D(real, training=True)
+            fake_l, fake_c, _ = D(fake, training=True)
+            return real_l, real_c, fake_l, fake_c
+        logits, cams, _ = D(tf.concat([real, fake], 0), training=True)
+        (real_l, fake_l), (real_c, fake_c) = _halves(logits, n), _halves(cams, n)
+        return real_l, real_c, fake_l, fake_c
+
+    def _printed(self, losses, total):
+        """The total loss as the original prints it: tf1 includes the L2 regularisation (it is
+        part of the TF1 losses); pytorch prints the losses without the L2 term that stands
+        in for Adam's weight_decay (same gradient), as the PyTorch code does."""
+        return losses if self.config.variant == "pytorch" else total
 
     def _g_losses(self, real_A, real_B):
         """This replica's generator losses, each scaled by 1/replicas: (total with the weight
@@ -274,8 +293,9 @@ class Trainer:
                                   + parts["cam"]) * scale
         reg = (regularization_loss(nets.genA2B, cfg.variant)
                + regularization_loss(nets.genB2A, cfg.variant))
-        out["Generator_loss"] = out["G_A_loss"] + out["G_B_loss"] + reg * scale
-        return out["Generator_loss"], out
+        total = out["G_A_loss"] + out["G_B_loss"] + reg * scale
+        out["Generator_loss"] = self._printed(out["G_A_loss"] + out["G_B_loss"], total)
+        return total, out
 
     # ------------------------------------------------------------------ the loop
     @property
