@@ -151,6 +151,8 @@ def machine_info() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "gpus": gpus,
             "tensorflow": tf.__version__, "python": platform.python_version(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+            "allocator": {k: os.environ.get(k, "default") for k in
+                          ("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "MALLOC_MMAP_THRESHOLD_")},
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
 
