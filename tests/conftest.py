@@ -1,4 +1,9 @@
-"""Test setup: quiet TensorFlow, the repo root importable, Keras state freed between files."""
+"""Test setup: quiet TensorFlow, the repo root importable, Keras state freed between files, and
+the two things most tests share: `tiny_config` (the tiny model every test trains or loads) and
+the `tiny_dataset` fixture (a small procedural data set on disk).
+
+Import the helper as `from tests.conftest import tiny_config`.
+"""
 
 import os
 import sys
@@ -19,6 +24,34 @@ import gc  # noqa: E402
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+from ugatit_tf.config import Config  # noqa: E402
+
+
+def tiny_config(out=None, **changes) -> Config:
+    """The tiny model of the tests: the light generator at 32 px with ch 4, 2 residual blocks
+    and 4 discriminator layers, seed 3, data set "tiny". With `out` (a folder), checkpoints,
+    logs, samples and results go to out/ck, out/logs, out/samples, out/results. `changes`
+    set any other field (`.replace(...)` changes a config afterwards)."""
+    values = dict(dataset="tiny", light=True, img_size=32, ch=4, n_res=2, n_dis=4, seed=3)
+    if out is not None:
+        out = str(out)
+        values.update(checkpoint_dir=os.path.join(out, "ck"), log_dir=os.path.join(out, "logs"),
+                      sample_dir=os.path.join(out, "samples"),
+                      result_dir=os.path.join(out, "results"))
+    values.update(changes)
+    return Config(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> str:
+    """A --dataset_dir holding the data set "tiny": 12 training and 3 test images per domain,
+    48 px, drawn by tools/demo_data.py (seed 5)."""
+    from tools.demo_data import generate_demo_dataset
+    root = tmp_path_factory.mktemp("datasets")
+    generate_demo_dataset(str(root / "tiny"), size=48, n_train=12, n_test=3, seed=5,
+                          progress=False)
+    return str(root)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -340,15 +340,93 @@ def _train_gflop(trainer, cfg, spec, log):
         return None
 
 
+# ---------------------------------------------------------------------------
+# TFLite: sizes, latency and PSNR against float32
+# ---------------------------------------------------------------------------
+
+def tflite_latency(path, runs=10, num_threads=2, warmup=2, seed=0) -> dict:
+    """Latency of one TFLite model with the default delegates (XNNPACK on CPU): mean,
+    median, min and max milliseconds over `runs` invocations after `warmup` ones."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    rng = np.random.default_rng(seed)
+    if detail["dtype"] == np.uint8:
+        x = rng.integers(0, 256, detail["shape"], dtype=np.uint8)
+    else:
+        x = rng.uniform(-1, 1, detail["shape"]).astype(detail["dtype"])
+    interpreter.set_tensor(detail["index"], x)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {"path": path, "bytes": os.path.getsize(path), "threads": num_threads, "runs": runs,
+            "mean_ms": float(np.mean(times)), "median_ms": float(np.median(times)),
+            "min_ms": float(np.min(times)), "max_ms": float(np.max(times))}
+
+
+def _sample_images(config, n, seed):
+    """Domain-A test images: the data set's testA when present, else the procedural demo
+    selfies."""
+    import numpy as np
+
+    from ugatit_tf.export.run import image_files, load_images
+    from tools.demo_data import draw_photo, sample_latents
+    files = image_files(os.path.join(config.dataset_dir, config.dataset, "testA"))
+    if files:
+        return load_images(files, n, seed)
+    rng = np.random.default_rng(seed)
+    return [draw_photo(sample_latents(rng), size=config.img_size) for _ in range(n)]
+
+
+def measure_tflite(config, nets, out_dir: str, quantizations, runs=5, n_images=4,
+                   calibration_images=16, num_threads=2) -> list[dict]:
+    """Export the A -> B generator of `nets` in each quantization and report size, latency
+    and PSNR of its uint8 output against float32's on a few images."""
+    import numpy as np
+    import tensorflow as tf
+
+    from ugatit_tf.evaluate.metrics import psnr
+    from ugatit_tf.export.pixels import resize_uint8
+    from ugatit_tf.export.tflite import export_tflite, run_tflite
+    images = _sample_images(config, n_images + calibration_images, config.seed)
+    tests, calibration = images[:n_images], images[n_images:]
+    inputs = [resize_uint8(tf.constant(a), config.img_size).numpy() for a in tests]
+    results, reference = [], None
+    for q in quantizations:
+        path = os.path.join(out_dir, f"a2b_{q}.tflite")
+        start = time.perf_counter()
+        export_tflite(nets.genA2B, config, path, q, calibration if q == "int8" else None,
+                      overwrite=True)
+        convert_s = time.perf_counter() - start
+        outputs = [run_tflite(path, x)["image"][0] for x in inputs]
+        if q == "float32":
+            reference = outputs
+        row = tflite_latency(path, runs=runs, num_threads=num_threads)
+        row.update(quantization=q, convert_s=convert_s, mib=row["bytes"] / 2**20,
+                   psnr_vs_float32=(float(np.mean([psnr(a, b) for a, b in
+                                                    zip(outputs, reference)]))
+                                    if reference is not None else None))
+        results.append(row)
+        print(f"[measure] {q:8s} {row['mib']:7.2f} MiB  median {row['median_ms']:8.1f} ms  "
+              f"min {row['min_ms']:8.1f} ms  PSNR vs float32 {row['psnr_vs_float32']}")
+    return results
+
+
 def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
                  quantizations=("float32", "float16", "dynamic", "int8"),
                  peak: float | None = None, log=print) -> list[dict]:
     """The A -> B generator exported as a SavedModel (its float `a2b` signature, batch 1)
-    and as TFLite files in each quantization (ugatit_tf.export.measure_tflite, random
-    weights), latency per invocation."""
+    and as TFLite files in each quantization (`measure_tflite`, random weights), latency per
+    invocation."""
     import tensorflow as tf
 
-    from ugatit_tf.export.saved_model import export_saved_model, measure_tflite
+    from ugatit_tf.export.saved_model import export_saved_model
     from ugatit_tf.model.networks import Networks
     cfg = make_config(spec)
     tmp = tempfile.mkdtemp(prefix="ugatit-bench-tflite-")
@@ -373,8 +451,8 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
                      {"format": "saved_model", "quantization": "float32",
                       "load_before": before, "load_after": load()}))
     before = load()
-    results = measure_tflite(cfg, os.path.join(tmp, "tflite"), quantizations=quantizations,
-                             runs=repeats, nets=nets, num_threads=threads)
+    results = measure_tflite(cfg, nets, os.path.join(tmp, "tflite"), quantizations,
+                             runs=repeats, num_threads=threads)
     for r in results:
         times = [r["min_ms"] / 1e3, r["median_ms"] / 1e3, r["max_ms"] / 1e3]
         row = _row(f"{spec} tflite {r['quantization']}", times, gflop,
@@ -507,8 +585,9 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
 # ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from ugatit_tf.cli import Parser  # one-line errors
     from ugatit_tf.config import str2bool
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="U-GAT-IT speed benchmark on synthetic data (see ugatit_tf/benchmarking.py)")
     p.add_argument("mode", choices=MODES)
     p.add_argument("--configs", default="light:256:64:4",

@@ -6,7 +6,7 @@
     python tools/convert_checkpoint.py --source pytorch --checkpoint FILE.pt --dataset NAME
 
 Prints the main.py flags that find the result (--phase test / export / train). See
-ugatit_tf/conversion.py for what is converted and how.
+docs/conversion.md for what is converted and how, and ugatit_tf/convert/ for the code.
 """
 
 import os
@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ugatit_tf.convert.checkpoint import main  # noqa: E402
+from ugatit_tf.convert.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ugatit_tf.common.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+
 __all__ = [
     "FaceLatents",
     "sample_latents",
@@ -937,14 +939,6 @@ def _encode(img_rgb, ext):
     return buf.tobytes()
 
 
-def _atomic_write(path, data: bytes):
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def _expected(n_train, n_test):
     return {
         "trainA": (n_train, EXT_A), "trainB": (n_train, EXT_B),
@@ -970,7 +964,7 @@ _README = """# Demo data set: procedural selfie -> anime faces
 
 A small, synthetic stand-in for selfie2anime so that the whole U-GAT-IT
 pipeline (training, evaluation, export) can run offline in minutes.  Every
-image is drawn procedurally with numpy + OpenCV (`ugatit_tf/demo_data.py`);
+image is drawn procedurally with numpy + OpenCV (`tools/demo_data.py`);
 nothing is downloaded and no real person is depicted.
 
 * **Domain A** (`trainA`, `testA`, JPEG quality {q}): photo-like "selfies" --
@@ -1006,7 +1000,7 @@ byte-identical files) with:
     {cmd}
 
 `manifest.json` records the parameters and is written last (it marks the set
-as complete for `ugatit_tf.demo_data.ensure_demo_dataset`).
+as complete for `tools.demo_data.ensure_demo_dataset`).
 """
 
 
@@ -1028,8 +1022,8 @@ def generate_demo_dataset(out_dir, size=128, n_train=300, n_test=40, seed=0, pro
     seeds = _split_seeds(seed)
 
     def write(split, idx, img):
-        _atomic_write(os.path.join(out_dir, split, f"{idx:04d}{exp[split][1]}"),
-                      _encode(img, exp[split][1]))
+        write_bytes_atomic(os.path.join(out_dir, split, f"{idx:04d}{exp[split][1]}"),
+                           _encode(img, exp[split][1]))
 
     for split, n in (("trainA", n_train), ("trainB", n_train), ("testA", n_test), ("testB", n_test)):
         rng = np.random.default_rng(seeds[split])
@@ -1058,9 +1052,9 @@ def generate_demo_dataset(out_dir, size=128, n_train=300, n_test=40, seed=0, pro
     counts = {split: n for split, (n, _) in exp.items()}
     cmd = command_line(out_dir, size, n_train, n_test, seed)
     readme = _README.format(q=JPEG_QUALITY, n_train=n_train, n_test=n_test, size=size, cmd=cmd)
-    _atomic_write(os.path.join(out_dir, "README.md"), readme.encode())
+    write_text_atomic(os.path.join(out_dir, "README.md"), readme)
     manifest = dict(_params(size, n_train, n_test, seed), counts=counts, command=cmd)
-    _atomic_write(man_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    write_json_atomic(man_path, manifest)
     if progress:
         print(f"Demo data set written to {out_dir} in {time.time() - t0:.1f}s", flush=True)
     return counts

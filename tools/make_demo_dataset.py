@@ -4,21 +4,21 @@
     python tools/make_demo_dataset.py [--out datasets/demo] [--size 128]
                                       [--n_train 300] [--n_test 40] [--seed 0]
 
-See ugatit_tf/demo_data.py for what is drawn; the same arguments always give
+See tools/demo_data.py for what is drawn; the same arguments always give
 byte-identical files.
 """
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.demo_data import generate_demo_dataset  # noqa: E402
+from ugatit_tf.cli import Parser  # noqa: E402  (one-line errors)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="datasets/demo", help="output folder (default: datasets/demo)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
     p.add_argument("--n_train", type=int, default=300, help="images per training domain (default: 300)")

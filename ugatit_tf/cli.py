@@ -1,33 +1,158 @@
-"""Command line of main.py: the original's flags, then one function per phase."""
+"""Command line of main.py: parse the original's flags, check what the user gave (one line and
+exit status 2 for any mistake, before TensorFlow loads a model or anything is written), keep
+TensorFlow's start-up chatter off the console, then run one function per phase."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import sys
+import tempfile
 
-from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args
+from ugatit_tf.common.files import PathError, check_path_kind, path_kind
+from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args, given_flags
+
+USAGE = ("main.py --phase {train,test,export,eval,check} --dataset NAME [--checkpoint PATH] "
+         "[--input PATH] [...]  (main.py --help lists every flag)")
+# phases that run a trained checkpoint (found by --checkpoint or by the flags)
+CHECKPOINT_PHASES = ("test", "export", "eval", "serve")
+# TensorFlow's C++ log lines (absl format) and absl's notice before its logging starts
+TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+                      r"To enable the following instructions: |"
+                      r"[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] )")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors; a mistyped flag gets the usage line and a suggestion."""
+
+    def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if not unknown:
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        flags = [a for a in self._option_string_actions if a.startswith("--")]
+        words = unknown.group(1).split()
+        for word in (w for w in words if w.startswith("-")):
+            close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
+            if close:
+                message += f": did you mean {close[0]}?"
+                break
+        usage = self.usage or f"{self.prog} [...]  ({self.prog} --help lists every flag)"
+        self.exit(2, f"usage: {usage}\n{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Tensorflow 2 / Keras 3 implementation of U-GAT-IT",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog="main.py", usage=USAGE, formatter_class=lambda prog: (
+                        argparse.HelpFormatter(prog, max_help_position=30, width=100)),
+                    description="U-GAT-IT in TensorFlow 2 / Keras 3 (the original's flags: "
+                                "--light True, --img_size 256, ...)")
     add_config_flags(parser)
     return parser
 
 
-def parse_config(argv=None) -> Config:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
-    try:
-        config.validate()
-    except ConfigError as e:
-        parser.error(str(e))
-    return config
+def parse_args(argv=None) -> tuple[Config, frozenset]:
+    """The Config of the command line (not validated yet: a checkpoint may still bring flags)
+    and the names of the flags given on it; an unknown flag or a bad value type exits with
+    status 2 and one line naming it."""
+    args = build_parser().parse_args(argv)
+    return config_from_args(args), given_flags(args)
 
+
+def parse_config(argv=None) -> Config:
+    """The validated Config of a command line, without looking for its checkpoint."""
+    config, _ = parse_args(argv)
+    try:
+        return config.validate()
+    except ConfigError as e:
+        build_parser().error(str(e))
+
+
+# ---------------------------------------------------------------------------
+# Before any work: every user mistake is one line, nothing written
+# ---------------------------------------------------------------------------
+
+def check_output_folder(path: str, flag: str) -> None:
+    """PathError when `path` could not be created or written, without creating it."""
+    check_path_kind(path, flag, ("folder", "missing"), "a folder")
+    parent = os.path.normpath(path)
+    while path_kind(parent) == "missing":
+        parent = os.path.dirname(parent) or "."
+    check_path_kind(parent, flag, ("folder",), "a folder")  # names the ancestor
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathError(f"{flag} {path}: cannot write into {parent} (no permission or a "
+                        f"read-only file system)")
+
+
+def check_inputs(config: Config) -> None:
+    """--input must name existing photos or videos: a file, a glob or a non-empty folder."""
+    from ugatit_tf.infer.photos import expand_inputs
+    unreadable = [p for p in expand_inputs(config.input) if not os.access(p, os.R_OK)]
+    if unreadable:
+        raise PathError(f"--input {config.input}: cannot read {unreadable[0]}")
+    if config.output:
+        check_output_folder(config.output, "--output")
+
+
+def check_request(config: Config, given: frozenset) -> Config:
+    """The checks of the flags that need the file system; returns the config to run (for the
+    checkpoint phases: with the checkpoint's flags, see checkpoints.resolve_checkpoint)."""
+    from ugatit_tf.model.checkpoints import resolve_checkpoint
+    if config.checkpoint and config.phase not in CHECKPOINT_PHASES:
+        raise ConfigError(f"--checkpoint is for --phase {', '.join(CHECKPOINT_PHASES)}; "
+                          f"--phase {config.phase} uses checkpoint_dir/model_dir")
+    if config.input and config.phase != "test":
+        raise ConfigError(f"--input is for --phase test, not --phase {config.phase}")
+    if config.phase not in CHECKPOINT_PHASES or getattr(config, "serving_url", ""):
+        return config  # (the page in front of a TF Serving model needs no checkpoint)
+    if config.input:
+        check_inputs(config)
+    if config.phase == "export":
+        check_output_folder(config.export_dir, "--export_dir")
+        if config.representative_dir and not os.path.isdir(config.representative_dir):
+            raise ConfigError(f"--representative_dir {config.representative_dir} is not a "
+                              f"folder")
+    elif config.phase in ("test", "eval"):
+        check_output_folder(config.result_dir, "--result_dir")
+    weights = config.inception_weights  # a file, or a name (evaluate.run.inception_weights_arg)
+    if config.phase == "eval" and weights.strip().lower() not in (
+            "imagenet", "random", "none") and not os.path.isfile(weights):
+        raise ConfigError(f"--inception_weights {weights} is not a file")
+    return resolve_checkpoint(config, given)
+
+
+def import_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow with its C++ and Python log lines off unless `verbose`.
+
+    TF_CPP_MIN_LOG_LEVEL=3 hides what TensorFlow logs once its logging has started (cuInit,
+    Grappler's remapper); what its libraries print while loading (oneDNN, cudart) comes before
+    that and ignores it, so file descriptor 2 is captured during the import and replayed
+    without those lines."""
+    if verbose:
+        import tensorflow  # noqa: F401
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow as tf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(True):
+                if not TF_NOISE.match(line):
+                    sys.stderr.write(line)
+    tf.get_logger().setLevel("ERROR")  # deprecation warnings of tf.compat.v1 ops
+
+
+# ---------------------------------------------------------------------------
+# Phases
+# ---------------------------------------------------------------------------
 
 def print_info(config: Config) -> None:
     print("##### Information #####")
@@ -40,6 +165,7 @@ def print_info(config: Config) -> None:
 
 def phase_train(config: Config) -> int:
     from ugatit_tf.train.trainer import Trainer
+    print_info(config)
     trainer = Trainer(config)
     result = trainer.train()
     if result.get("interrupted") and result["end"] < trainer.total_iterations:
@@ -58,7 +184,7 @@ def phase_train(config: Config) -> int:
 def phase_test(config: Config) -> int:
     if config.input:
         return phase_photos(config)
-    from ugatit_tf.train.trainer import run_test
+    from ugatit_tf.infer.test_phase import run_test
     run_test(config)
     return 0
 
@@ -66,8 +192,8 @@ def phase_test(config: Config) -> int:
 def phase_photos(config: Config) -> int:
     import tensorflow as tf
 
-    from ugatit_tf.model.checkpoints import load_networks
     from ugatit_tf.infer.photos import translate_paths
+    from ugatit_tf.model.checkpoints import load_networks
 
     nets, prefix = load_networks(config)
     print(f" [*] Loaded {prefix}")
@@ -90,7 +216,7 @@ def phase_photos(config: Config) -> int:
 
 
 def phase_export(config: Config) -> int:
-    from ugatit_tf.export.saved_model import export_models
+    from ugatit_tf.export.run import export_models
     paths = export_models(config, export_dir=config.export_dir,
                           export_format=config.export_format, quantize=config.quantize,
                           version=config.version)
@@ -119,29 +245,43 @@ PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
 
 
 def user_errors() -> tuple:
-    """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback."""
+    """Exceptions that mean "the input or the flags are wrong": one clear line, no traceback.
+    (Imported here, not at the top: most of these modules import TensorFlow.)"""
+    from ugatit_tf.common.files import PathError
+    from ugatit_tf.common.images import ImageRejected
+    from ugatit_tf.data.check import DataError
+    from ugatit_tf.evaluate.inception import InceptionWeightsError
+    from ugatit_tf.export.saved_model import ExportError
+    from ugatit_tf.infer.faces import ImageLoadError
+    from ugatit_tf.infer.photos import NoFaceError
     from ugatit_tf.model.checkpoints import CheckpointError
-    from ugatit_tf.data.pipeline import DataError
-    errors = [ConfigError, DataError, CheckpointError]
-    for module, name in (("export", "ExportError"), ("evaluation", "InceptionWeightsError"),
-                         ("photos", "NoFaceError"), ("faces", "ImageLoadError")):
-        try:
-            mod = __import__(f"ugatit_tf.{module}", fromlist=[name])
-            errors.append(getattr(mod, name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (ConfigError, PathError, ImageRejected, DataError, CheckpointError, ExportError,
+            InceptionWeightsError, NoFaceError, ImageLoadError)
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
-    config = parse_config(argv)
-    print_info(config)
+    config, given = parse_args(argv)
+    from ugatit_tf.common.files import PathError
+    from ugatit_tf.model.checkpoints import CheckpointError
+    try:
+        config = check_request(config, given)
+    except (ConfigError, CheckpointError, PathError) as e:
+        return fail(str(e))
+    try:  # after check_request: the checkpoint's flags (--n_dis, ...) count
+        config.validate()
+    except ConfigError as e:
+        build_parser().error(str(e))
+    import_tensorflow(config.verbose)
     errors = user_errors()
     try:
         return PHASES[config.phase](config)
     except errors as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

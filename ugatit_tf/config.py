@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -37,92 +36,111 @@ def str2bool(value) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-def _flag(default, help_text, *, choices=None, kind=None, group="original"):
+def _flag(default, help_text, *, choices=None, group="original"):
+    """A Config field that is also a command-line flag; `group` is its --help section."""
     return field(default=default, metadata={"help": help_text, "choices": choices,
-                                             "kind": kind, "group": group})
+                                             "group": group})
+
+
+# --help sections, in order: (group key, title)
+HELP_GROUPS = (
+    ("original", "the original's flags (same names and defaults as taki0112/UGATIT)"),
+    ("model", "model and checkpoint"),
+    ("training", "training"),
+    ("data", "data"),
+    ("output", "output folders and console"),
+    ("export", "export phase (SavedModel, TFLite)"),
+    ("photos", "test phase on your own photos and videos (--input)"),
+    ("eval", "evaluation"),
+    ("speed", "speed and scale (train phase)"),
+    ("serve", "web page (--phase serve)"),
+)
 
 
 @dataclass
 class Config:
     # ---- flags of the original main.py, same names and defaults ----
-    phase: str = _flag("train", "[train / test / export / eval / check]", choices=PHASES)
-    light: bool = _flag(False, "[U-GAT-IT full version / U-GAT-IT light version]")
-    dataset: str = _flag("selfie2anime", "dataset name (folder under --dataset_dir)")
-    epoch: int = _flag(100, "The number of epochs to run")
-    iteration: int = _flag(10000, "The number of training iterations per epoch")
-    batch_size: int = _flag(1, "The size of batch size")
-    print_freq: int = _flag(1000, "The number of image_print_freq")
-    save_freq: int = _flag(1000, "The number of ckpt_save_freq")
-    decay_flag: bool = _flag(True, "The decay_flag")
-    decay_epoch: int = _flag(50, "decay epoch")
-    lr: float = _flag(0.0001, "The learning rate")
-    GP_ld: float = _flag(10, "The gradient penalty lambda")
-    adv_weight: float = _flag(1, "Weight about GAN")
-    cycle_weight: float = _flag(10, "Weight about Cycle")
-    identity_weight: float = _flag(10, "Weight about Identity")
-    cam_weight: float = _flag(1000, "Weight about CAM")
-    gan_type: str = _flag("lsgan", "[gan / lsgan / wgan-gp / wgan-lp / dragan / hinge]",
-                          choices=GAN_TYPES)
-    smoothing: bool = _flag(True, "AdaLIN smoothing effect")
-    ch: int = _flag(64, "base channel number per layer")
-    n_res: int = _flag(4, "The number of resblock")
-    n_dis: int = _flag(6, "The number of discriminator layer")
-    n_critic: int = _flag(1, "The number of critic")
-    sn: bool = _flag(True, "using spectral norm")
-    img_size: int = _flag(256, "The size of image")
-    img_ch: int = _flag(3, "The size of image channel")
-    augment_flag: bool = _flag(True, "Image augmentation use or not")
-    checkpoint_dir: str = _flag("checkpoints", "Directory name to save the checkpoints")
-    result_dir: str = _flag("results", "Directory name to save the generated images")
-    log_dir: str = _flag("logs", "Directory name to save training logs")
-    sample_dir: str = _flag("samples", "Directory name to save the samples on training")
+    phase: str = _flag("train", "what to do: train, test (translate testA/testB or --input), "
+                       "export, eval (scores) or check (scan the data set)", choices=PHASES)
+    light: bool = _flag(False, "True: the light model (AdaLIN parameters from pooled "
+                        "features, fits a laptop); False: the full model of the paper")
+    dataset: str = _flag("selfie2anime", "data set name: the folder under --dataset_dir "
+                         "holding trainA, trainB, testA, testB")
+    epoch: int = _flag(100, "number of epochs to train")
+    iteration: int = _flag(10000, "training iterations per epoch")
+    batch_size: int = _flag(1, "images per training step (per domain)")
+    print_freq: int = _flag(1000, "write a sample sheet every N iterations")
+    save_freq: int = _flag(1000, "write a checkpoint every N iterations")
+    decay_flag: bool = _flag(True, "decay the learning rate linearly to 0 after --decay_epoch")
+    decay_epoch: int = _flag(50, "epoch where the learning-rate decay starts")
+    lr: float = _flag(0.0001, "Adam learning rate")
+    GP_ld: float = _flag(10, "gradient-penalty weight (wgan-gp, wgan-lp, dragan)")
+    adv_weight: float = _flag(1, "weight of the adversarial (GAN) loss")
+    cycle_weight: float = _flag(10, "weight of the cycle-consistency loss")
+    identity_weight: float = _flag(10, "weight of the identity loss")
+    cam_weight: float = _flag(1000, "weight of the CAM (attention) loss")
+    gan_type: str = _flag("lsgan", "adversarial loss", choices=GAN_TYPES)
+    smoothing: bool = _flag(True, "AdaLIN smoothing (rho - 0.1 in the forward pass)")
+    ch: int = _flag(64, "base number of channels")
+    n_res: int = _flag(4, "number of residual blocks")
+    n_dis: int = _flag(6, "number of discriminator layers")
+    n_critic: int = _flag(1, "discriminator updates per generator update")
+    sn: bool = _flag(True, "spectral normalisation in the discriminators")
+    img_size: int = _flag(256, "image size in pixels (square)")
+    img_ch: int = _flag(3, "image channels (must be 3)")
+    augment_flag: bool = _flag(True, "training augmentation (resize up, random crop, flip)")
+    checkpoint_dir: str = _flag("checkpoints", "folder of the checkpoints", group="output")
+    result_dir: str = _flag("results", "folder of the test and eval results", group="output")
+    log_dir: str = _flag("logs", "folder of the TensorBoard logs", group="output")
+    sample_dir: str = _flag("samples", "folder of the training sample sheets", group="output")
 
     # ---- the port's own flags ----
-    variant: str = _flag("tf1", "network variant: tf1 (the official TF1 code, default) or "
-                         "pytorch (the official PyTorch networks)", choices=VARIANTS,
-                         group="port")
+    variant: str = _flag("tf1", "network variant: tf1 (the official TF1 code) or pytorch (the "
+                         "official PyTorch networks)", choices=VARIANTS, group="model")
+    checkpoint: str = _flag("", "test, eval, export: use this checkpoint (its folder, a ckpt-N "
+                            "prefix or a converted release); the architecture flags, --img_size "
+                            "and --variant come from its config.json", group="model")
     dataset_dir: str = _flag("datasets", "folder holding the data sets (NAME/trainA, ...)",
-                             group="port")
-    seed: int = _flag(0, "random seed for weights, data order and augmentation", group="port")
-    keep_checkpoints: int = _flag(3, "how many recent checkpoints to keep", group="port")
+                             group="data")
+    seed: int = _flag(0, "random seed for weights, data order and augmentation",
+                      group="training")
+    keep_checkpoints: int = _flag(3, "how many recent checkpoints to keep", group="training")
     deterministic: bool = _flag(False, "bitwise-reproducible training (seeds + TensorFlow op "
-                                "determinism; slower)", group="port")
+                                "determinism; slower)", group="training")
+    verbose: bool = _flag(False, "show TensorFlow's start-up and C++ log lines",
+                          group="output")
 
     # ---- scale and speed (issue 7) ----
-    strategy: str = _flag("default", "train phase: default (one device), mirrored (all local "
-                          "GPUs, else all logical CPUs) or multiworker (MultiWorkerMirrored"
-                          "Strategy, cluster from TF_CONFIG); --batch_size is the GLOBAL batch",
-                          choices=("default", "mirrored", "multiworker"), group="scale")
-    mixed_precision: str = _flag("none", "train phase: Keras mixed precision policy: none "
-                                 "(float32), mixed_float16 (with loss scaling) or "
-                                 "mixed_bfloat16; norms, losses and spectral norm stay float32",
+    strategy: str = _flag("default", "default (one device), mirrored (all local GPUs, else all "
+                          "logical CPUs) or multiworker (MultiWorkerMirroredStrategy, cluster "
+                          "from TF_CONFIG); --batch_size is the GLOBAL batch",
+                          choices=("default", "mirrored", "multiworker"), group="speed")
+    mixed_precision: str = _flag("none", "Keras mixed precision policy: none (float32), "
+                                 "mixed_float16 (with loss scaling) or mixed_bfloat16; norms, "
+                                 "losses and spectral norm stay float32",
                                  choices=("none", "mixed_float16", "mixed_bfloat16"),
-                                 group="scale")
-    jit_compile: bool = _flag(False, "train phase: compile the D and G steps with XLA",
-                              group="scale")
+                                 group="speed")
+    jit_compile: bool = _flag(False, "compile the D and G steps with XLA", group="speed")
 
     # ---- test phase on your own photos / videos ----
-    input: str = _flag("", "test phase: translate this file, folder, glob or video instead of "
+    input: str = _flag("", "translate this file, folder, glob or video instead of "
                        "testA/testB", group="photos")
-    output: str = _flag("", "test phase with --input: output folder (default "
-                        "result_dir/model_dir/photos)", group="photos")
-    direction: str = _flag("a2b", "test phase with --input: a2b or b2a", choices=("a2b", "b2a"),
-                           group="photos")
-    face_crop: bool = _flag(False, "with --input: detect, align and crop faces first",
-                            group="photos")
-    paste_back: bool = _flag(False, "with --face_crop: blend the translated face back into the "
-                             "photo", group="photos")
+    output: str = _flag("", "output folder (default: result_dir/model_dir/photos)",
+                        group="photos")
+    direction: str = _flag("a2b", "a2b or b2a", choices=("a2b", "b2a"), group="photos")
+    face_crop: bool = _flag(False, "detect, align and crop faces first", group="photos")
+    paste_back: bool = _flag(False, "with --face_crop: blend the translated face back into "
+                             "the photo", group="photos")
     fallback: str = _flag("error", "with --face_crop, when no face is found: error or center",
                           choices=("error", "center"), group="photos")
 
     # ---- export ----
-    export_dir: str = _flag("export", "export phase: output folder", group="export")
-    export_format: str = _flag("saved_model", "export phase: saved_model, tflite or all",
+    export_dir: str = _flag("export", "output folder", group="export")
+    export_format: str = _flag("saved_model", "saved_model, tflite or all",
                                choices=("saved_model", "tflite", "all"), group="export")
     quantize: str = _flag("none", "TFLite quantization: none, float16, dynamic, int8 or all",
                           choices=("none", "float16", "dynamic", "int8", "all"), group="export")
-    version: int = _flag(1, "export phase: model version folder (TF Serving layout)",
-                         group="export")
+    version: int = _flag(1, "model version folder (TF Serving layout)", group="export")
     max_bytes: int = _flag(10 * 1024 * 1024, "SavedModel bytes signatures: largest encoded "
                            "image accepted", group="export")
     max_pixels: int = _flag(4096 * 4096, "SavedModel bytes signatures: largest decoded image "
@@ -188,15 +206,7 @@ class Config:
             raise ConfigError(f"--dataset must be a folder name under --dataset_dir (it also "
                               f"names the checkpoint folder), not a path; got "
                               f"{self.dataset!r}: use --dataset_dir for the parent folder")
-        if self.gan_type not in GAN_TYPES:
-            raise ConfigError(f"--gan_type must be one of {', '.join(GAN_TYPES)}; "
-                              f"got {self.gan_type!r}")
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"--variant must be one of {', '.join(VARIANTS)}; "
-                              f"got {self.variant!r}")
-        if self.phase not in PHASES:
-            raise ConfigError(f"--phase must be one of {', '.join(PHASES)}; got {self.phase!r}")
-        for f in fields(self):  # the other fields with a fixed set of values
+        for f in fields(self):  # the fields with a fixed set of values
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{f.name} must be one of {', '.join(choices)}; "
@@ -221,9 +231,6 @@ class Config:
     # ------------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
@@ -318,23 +325,42 @@ def min_img_size(n_dis: int, variant: str) -> int:
 # Command line
 # ---------------------------------------------------------------------------
 
+def _flag_type(default):
+    if isinstance(default, bool):
+        return str2bool
+    if isinstance(default, float):
+        return float
+    return int if isinstance(default, int) else str
+
+
+def _metavar(name: str, default) -> str:
+    if isinstance(default, bool):
+        return "BOOL"
+    if isinstance(default, (int, float)):
+        return "N"
+    return "NAME" if name == "dataset" else "PATH"
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per Config field, typed like the original (`--light True`)."""
+    """Add one flag per Config field, typed like the original (`--light True`), in the --help
+    sections of HELP_GROUPS. Defaults are SUPPRESSed so that the parsed namespace holds only
+    the flags given on the command line (see `config_from_args`)."""
+    sections = {key: parser.add_argument_group(title) for key, title in HELP_GROUPS}
     for f in fields(Config):
-        meta = f.metadata
-        default = f.default
-        if isinstance(default, bool):
-            kind = str2bool
-        elif isinstance(default, float):
-            kind = float
-        elif isinstance(default, int):
-            kind = int
-        else:
-            kind = str
-        parser.add_argument(f"--{f.name}", type=kind, default=default,
-                            choices=meta.get("choices"), help=meta.get("help"))
+        shown = f" (default: {f.default})" if f.default != "" else ""
+        choices = f.metadata.get("choices")
+        metavar = "{" + ",".join(choices) + "}" if choices else _metavar(f.name, f.default)
+        sections[f.metadata["group"]].add_argument(  # metadata "flag": another flag name
+            f"--{f.metadata.get('flag', f.name)}", dest=f.name, type=_flag_type(f.default),
+            default=argparse.SUPPRESS,
+            choices=choices, metavar=metavar, help=f.metadata["help"] + shown)
+
+
+def given_flags(args: argparse.Namespace) -> frozenset:
+    """The names of the Config flags given on the command line (the others are SUPPRESSed)."""
+    return frozenset(f.name for f in fields(Config) if hasattr(args, f.name))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
-    return Config(**values)
+    """The Config of parsed flags: the given ones, the defaults for the rest."""
+    return Config(**{name: getattr(args, name) for name in given_flags(args)})

@@ -1,4 +1,4 @@
-"""Converting the originals' checkpoints (ugatit_tf/conversion.py, ugatit_tf/torch_format.py).
+"""Converting the originals' checkpoints (ugatit_tf/convert/: tf1, pytorch, shared, writer, cli).
 
 TF1 checkpoints are written here the way the original code writes them: tf.compat.v1 variables
 saved by tf.compat.v1.train.Saver inside a tf.Graph(), with the original names (and Adam slots
@@ -22,12 +22,17 @@ import pytest
 import tensorflow as tf
 
 from tests.reference import np_reference as R
-from ugatit_tf.convert import checkpoint as C
+from ugatit_tf.convert import cli, shared, tf1
 from ugatit_tf.convert import torch_format as T
+from ugatit_tf.convert import torch_writer
+from ugatit_tf.convert.pytorch import convert_pytorch, infer_torch_config
+from ugatit_tf.convert.tf1 import convert_tf1, infer_tf1_config
+from ugatit_tf.convert.writer import adam_slots
 from ugatit_tf.model.checkpoints import (build_optimizers, load_networks, make_checkpoint,
-                                   make_optimizer, model_checkpoint_dir, read_config)
+                                   model_checkpoint_dir, read_config)
+from ugatit_tf.train.optimizer import make_optimizer
 from ugatit_tf.config import Config
-from ugatit_tf.convert.checkpoint import ConversionError
+from ugatit_tf.convert.shared import ConversionError
 from ugatit_tf.model.networks import Networks, tf1_name_map, torch_name_map
 
 TOL = 1e-5
@@ -124,7 +129,7 @@ def torch_states(light, rng, ch=4, n_res=2, n_dis=4, img_size=32):
 
 
 def write_torch(path, states):
-    T.save({k: OrderedDict(v) for k, v in states.items()}, path)
+    torch_writer.save({k: OrderedDict(v) for k, v in states.items()}, path)
 
 
 def images(rng, n=2, size=32):
@@ -151,7 +156,7 @@ def test_tf1_conversion_matches_reference(tmp_path, float64, light):
                          "_tiny_hinge_2resblock_4dis_1_1_10_10_1000_sn_smoothing")
     prefix = write_tf1(str(folder / "UGATIT.model"), values, step=58)
     out_dir = str(tmp_path / "ckpts")
-    result = C.convert_tf1(prefix, "tiny", checkpoint_dir=out_dir, img_size=32 if light else None,
+    result = convert_tf1(prefix, "tiny", checkpoint_dir=out_dir, img_size=32 if light else None,
                            log=quiet)
 
     cfg = result.config
@@ -207,7 +212,7 @@ def test_tf1_conversion_matches_reference(tmp_path, float64, light):
             for name, entry in tf1_name_map(model).items():
                 if not entry.variable.trainable:
                     continue
-                m, v = C._adam_slots(optim, entry.variable)
+                m, v = adam_slots(optim, entry.variable)
                 np.testing.assert_array_equal(m.numpy(), values[name + "/Adam"])
                 np.testing.assert_array_equal(v.numpy(), values[name + "/Adam_1"])
                 checked += 1
@@ -221,7 +226,7 @@ def test_tf1_float32_checkpoint_default_precision(tmp_path, float32):
     weights32 = {k: v.astype(np.float32) for k, v in weights.items()}
     prefix = write_tf1(str(tmp_path / "src" / "UGATIT_light.model"), weights32, step=7,
                        dtype=np.float32)
-    result = C.convert_tf1(prefix, "tiny32", checkpoint_dir=str(tmp_path / "out"), img_size=64,
+    result = convert_tf1(prefix, "tiny32", checkpoint_dir=str(tmp_path / "out"), img_size=64,
                            log=quiet)
     cfg = result.config
     assert (cfg.light, cfg.sn, cfg.n_dis, cfg.img_size) == (True, False, 5, 64)
@@ -249,7 +254,7 @@ def test_pytorch_conversion_matches_reference(tmp_path, float64, light):
     states = torch_states(light, rng)
     path = str(tmp_path / "tiny_params_0012345.pt")
     write_torch(path, states)
-    result = C.convert_pytorch(path, checkpoint_dir=str(tmp_path / "out"),
+    result = convert_pytorch(path, checkpoint_dir=str(tmp_path / "out"),
                                img_size=32 if light else None, log=quiet)
     cfg = result.config
     assert (cfg.light, cfg.ch, cfg.n_res, cfg.n_dis, cfg.img_size, cfg.sn, cfg.variant,
@@ -308,7 +313,7 @@ def test_restricted_unpickler_refuses_os_system(tmp_path, protocol):
     path = str(tmp_path / "evil.pt")
     _zip_with_pickle(path, data)
     with pytest.raises(ConversionError, match=r"os\.system"):
-        C.convert_pytorch(path, "x", checkpoint_dir=str(tmp_path / "out"), log=quiet)
+        convert_pytorch(path, "x", checkpoint_dir=str(tmp_path / "out"), log=quiet)
     assert not marker.exists() and not (tmp_path / "out").exists()
     for module, name in (("builtins", "eval"), ("torch", "load"), ("numpy", "load")):
         with pytest.raises(T.UnsafePickleError, match=f"{module}.{name}"):
@@ -329,7 +334,7 @@ def test_torch_format_round_trip_and_layout(tmp_path):
         ("fortran", np.asfortranarray(rng.standard_normal((3, 4)).astype(np.float32))),
     ])
     path = str(tmp_path / "t.pt")
-    T.save({"sd": arrays, "n": 3, "name": "x", "big": 2 ** 40, "neg": -7, "lst": [1.5, None]},
+    torch_writer.save({"sd": arrays, "n": 3, "name": "x", "big": 2 ** 40, "neg": -7, "lst": [1.5, None]},
            path)
     back = T.load(path)
     assert back["n"] == 3 and back["name"] == "x" and back["big"] == 2 ** 40
@@ -368,7 +373,7 @@ def test_torch_format_bounds_and_legacy(tmp_path):
     with pytest.raises(T.TorchFormatError, match=r"legacy.*torch>=1\.6"):
         T.load(str(legacy))
     with pytest.raises(ConversionError, match=r"legacy.*torch>=1\.6"):
-        C.convert_pytorch(str(legacy), "x", checkpoint_dir=str(tmp_path / "o"), log=quiet)
+        convert_pytorch(str(legacy), "x", checkpoint_dir=str(tmp_path / "o"), log=quiet)
 
 
 def test_truncated_files(tmp_path):
@@ -382,13 +387,13 @@ def test_truncated_files(tmp_path):
     with open(data, "wb") as f:
         f.write(raw[: len(raw) // 2])
     with pytest.raises(ConversionError, match="cannot read") as err:
-        C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
+        convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
     assert "generator" in str(err.value) or "discriminator" in str(err.value)
     assert not os.path.exists(out) or (os.listdir(out) == [])
     with open(prefix + ".index", "r+b") as f:
         f.truncate(20)
     with pytest.raises(ConversionError, match="cannot read the TF1 checkpoint"):
-        C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
+        convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
 
     path = str(tmp_path / "t_params_0000001.pt")
     write_torch(path, torch_states(True, rng))
@@ -397,7 +402,7 @@ def test_truncated_files(tmp_path):
         with open(path, "wb") as f:
             f.write(raw[:cut])
         with pytest.raises(ConversionError, match="corrupt or truncated"):
-            C.convert_pytorch(path, checkpoint_dir=out, img_size=32, log=quiet)
+            convert_pytorch(path, checkpoint_dir=out, img_size=32, log=quiet)
     assert not os.path.exists(out) or (os.listdir(out) == [])
 
 
@@ -413,7 +418,7 @@ def test_missing_extra_and_wrong_shape_are_all_listed(tmp_path):
     prefix = write_tf1(str(tmp_path / "tf1" / "UGATIT_light.model"), values, step=3)
     out = str(tmp_path / "out")
     with pytest.raises(ConversionError) as err:
-        C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
+        convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
     text = str(err.value)
     lines = text.splitlines()
     assert "missing from the checkpoint (2):" in lines
@@ -427,7 +432,7 @@ def test_missing_extra_and_wrong_shape_are_all_listed(tmp_path):
                             "expected [1, 1, 32, 16]")
     assert not os.path.exists(out) or os.listdir(out) == []
     with pytest.raises(ConversionError) as err:  # unknown names may be dropped, the rest not
-        C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, ignore_unknown=True,
+        convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, ignore_unknown=True,
                       log=quiet)
     assert "unknown" not in str(err.value) and "missing from the checkpoint (2)" in str(err.value)
 
@@ -439,11 +444,11 @@ def test_missing_extra_and_wrong_shape_are_all_listed(tmp_path):
     prefix = write_tf1(str(tmp_path / "tf1b" / "UGATIT_light.model"), values, step=3)
     with pytest.raises(ConversionError, match=r"(?s)missing.*beta2_power_1\n"
                                               r"  generator_B/G_logit/conv2d/bias/Adam_1"):
-        C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
+        convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
     # ... unless the optimizer state is left out; with ignore_unknown an extra name is dropped
     values["global_step"] = np.zeros(())
     prefix = write_tf1(str(tmp_path / "tf1c" / "UGATIT_light.model"), values, step=3)
-    result = C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, optimizer=False,
+    result = convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, optimizer=False,
                            ignore_unknown=True, log=quiet)
     assert result.optimizer == "omitted"
     assert any("global_step" in note for note in result.notes)
@@ -458,7 +463,7 @@ def test_missing_extra_and_wrong_shape_are_all_listed(tmp_path):
     path = str(tmp_path / "t_params_0000001.pt")
     write_torch(path, states)
     with pytest.raises(ConversionError) as err:
-        C.convert_pytorch(path, checkpoint_dir=out, img_size=32, log=quiet)
+        convert_pytorch(path, checkpoint_dir=out, img_size=32, log=quiet)
     text = str(err.value)
     assert "  genB2A/UpBlock2.8.rho" in text
     assert "  disLA/model.4.weight_orig: checkpoint [8, 4, 4, 3], expected [8, 4, 4, 4]" in text
@@ -470,14 +475,14 @@ def test_refuses_to_overwrite(tmp_path):
     prefix = write_tf1(str(tmp_path / "tf1" / "UGATIT_light.model"), tf1_weights(True, rng),
                        step=5)
     out = str(tmp_path / "out")
-    first = C.convert_tf1(prefix + ".index", "t", checkpoint_dir=out, img_size=32, log=quiet)
+    first = convert_tf1(prefix + ".index", "t", checkpoint_dir=out, img_size=32, log=quiet)
     assert first.step == 5 and first.checkpoint.endswith("ckpt-5")
     before = sorted(os.listdir(first.folder))
     with pytest.raises(ConversionError, match="--force"):
-        C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
+        convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, log=quiet)
     assert sorted(os.listdir(first.folder)) == before
     (tmp_path / "out" / first.config.model_dir / "stale.txt").write_text("old")
-    again = C.convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, force=True, log=quiet)
+    again = convert_tf1(prefix, "t", checkpoint_dir=out, img_size=32, force=True, log=quiet)
     assert sorted(os.listdir(again.folder)) == before  # replaced, not merged
     assert leftovers(out) == []
 
@@ -492,14 +497,14 @@ def test_cli_prints_flags_and_verifies(tmp_path, capsys):
         f.write('model_checkpoint_path: "/home/them/UGATIT_light.model-1001"\n')
     argv = ["--source", "tf1", "--checkpoint", str(src), "--checkpoint_dir", out,  # its folder
             "--img_size", "32", "--verify"]
-    assert C.main(argv) == 0
+    assert cli.main(argv) == 0
     text = capsys.readouterr().out
     flags = ("--dataset faces --light True --img_size 32 --ch 4 --n_res 2 --n_dis 4 --sn True "
              f"--smoothing True --checkpoint_dir {out}")
     assert f"python main.py --phase test {flags}" in text
     assert "verify: A2B (generator_B): output min" in text and "cam logits" in text
     assert "(step 1001, optimizer state: fresh)" in text
-    assert C.main(argv) == 1  # exists: refused
+    assert cli.main(argv) == 2  # exists: refused
     assert "--force" in capsys.readouterr().err
 
 
@@ -522,7 +527,7 @@ def _tf1_shapes(light, ch, n_res, n_dis, img_size, sn):
     (True, 16, 6, 7, 256, True),
 ])
 def test_infer_config(light, ch, n_res, n_dis, img_size, sn):
-    arch, _ = C.infer_tf1_config(_tf1_shapes(light, ch, n_res, n_dis, img_size, sn),
+    arch, _ = infer_tf1_config(_tf1_shapes(light, ch, n_res, n_dis, img_size, sn),
                                  None if not light else img_size)
     assert arch == dict(light=light, ch=ch, n_res=n_res, n_dis=n_dis, sn=sn,
                         img_size=img_size, img_ch=3)
@@ -532,7 +537,7 @@ def test_infer_config(light, ch, n_res, n_dis, img_size, sn):
 
     state = {"genA2B": shaped(R.torch_generator_keys(light, ch, n_res, img_size)),
              "disGA": shaped(R.torch_discriminator_keys(ch, n_dis + 1))}
-    arch, _ = C.infer_torch_config(state, None if not light else img_size)
+    arch, _ = infer_torch_config(state, None if not light else img_size)
     assert arch == dict(light=light, ch=ch, n_res=n_res, n_dis=n_dis, sn=True,
                         img_size=img_size, img_ch=3)
 
@@ -540,43 +545,43 @@ def test_infer_config(light, ch, n_res, n_dis, img_size, sn):
 def test_infer_config_errors():
     shapes = _tf1_shapes(False, 4, 2, 4, 32, True)
     with pytest.raises(ConversionError, match="img_size 32"):
-        C.infer_tf1_config(shapes, 64)
+        infer_tf1_config(shapes, 64)
     shapes["generator_B/MLP/linear_0/dense/kernel"] = (16 * 50, 16)
     with pytest.raises(ConversionError, match="neither"):
-        C.infer_tf1_config(shapes)
+        infer_tf1_config(shapes)
     with pytest.raises(ConversionError, match="object-based"):
-        C.infer_tf1_config({"_CHECKPOINTABLE_OBJECT_GRAPH": (),
+        infer_tf1_config({"_CHECKPOINTABLE_OBJECT_GRAPH": (),
                             "generator_B/conv/.ATTRIBUTES/VARIABLE_VALUE": (7, 7, 3, 4)})
-    arch, notes = C.infer_tf1_config(_tf1_shapes(True, 4, 2, 4, 32, True))
+    arch, notes = infer_tf1_config(_tf1_shapes(True, 4, 2, 4, 32, True))
     assert arch["img_size"] == 256 and "--img_size" in notes[0]
 
 
 def test_adam_iterations():
     for n in (0, 5, 125):
-        assert C.adam_iterations(np.float32(0.5 ** (n + 1)), 0.999 ** (n + 1), 9) == \
+        assert tf1.adam_iterations(np.float32(0.5 ** (n + 1)), 0.999 ** (n + 1), 9) == \
             (n, "beta1_power")
-    assert C.adam_iterations(0.0, 0.0, 1_000_000) == (1_000_000, "checkpoint counter")
-    steps, how = C.adam_iterations(0.0, float(np.float32(0.999 ** 3001)), None)
+    assert tf1.adam_iterations(0.0, 0.0, 1_000_000) == (1_000_000, "checkpoint counter")
+    steps, how = tf1.adam_iterations(0.0, float(np.float32(0.999 ** 3001)), None)
     assert abs(steps - 3000) <= 2 and how.startswith("beta2_power")
-    steps, how = C.adam_iterations(0.0, 0.0, None)
-    assert steps == C._BETA2_UNDERFLOW_T and how.startswith("lower bound")
+    steps, how = tf1.adam_iterations(0.0, 0.0, None)
+    assert steps == tf1.BETA2_UNDERFLOW_T and how.startswith("lower bound")
     assert 87_000 < steps and 0.999 ** steps <= 2.0 ** -126 < 0.999 ** (steps - 1)
     assert math.isclose(np.float32(1) - np.float32(0.999) ** np.float32(steps), 1.0)
 
 
 def test_parse_model_dir_and_flags():
-    got = C.parse_model_dir("/x/UGATIT_selfie2anime_lsgan_4resblock_6dis_1_1_10_10_1000_sn_"
+    got = shared.parse_model_dir("/x/UGATIT_selfie2anime_lsgan_4resblock_6dis_1_1_10_10_1000_sn_"
                             "smoothing")
     assert got == dict(light=False, dataset="selfie2anime", gan_type="lsgan", n_res=4, n_dis=6,
                        n_critic=1, adv_weight=1, cycle_weight=10, identity_weight=10,
                        cam_weight=1000, sn=True, smoothing=True)
-    got = C.parse_model_dir("UGATIT_light_my_data_gan_2resblock_5dis_2_0.5_10_10_100")
+    got = shared.parse_model_dir("UGATIT_light_my_data_gan_2resblock_5dis_2_0.5_10_10_100")
     assert (got["light"], got["dataset"], got["gan_type"], got["adv_weight"], got["sn"],
             got["smoothing"]) == (True, "my_data", "gan", 0.5, False, False)
-    assert C.parse_model_dir("checkpoints") is None
+    assert shared.parse_model_dir("checkpoints") is None
     # the flags printed are the ones main.py needs to find the same folder
     cfg = Config(dataset="selfie2anime", light=False)
-    assert C.main_flags(cfg) == ("--dataset selfie2anime --light False --img_size 256 --ch 64 "
+    assert shared.main_flags(cfg) == ("--dataset selfie2anime --light False --img_size 256 --ch 64 "
                                  "--n_res 4 --n_dis 6 --sn True --smoothing True")
-    assert C.main_flags(Config(dataset="d", variant="pytorch", gan_type="hinge")).startswith(
+    assert shared.main_flags(Config(dataset="d", variant="pytorch", gan_type="hinge")).startswith(
         "--dataset d --variant pytorch --light False")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.common import crafted
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.data import check as datacheck
 from ugatit_tf.config import Config
@@ -129,8 +130,21 @@ def build_corpus(folder):
     png_header_only(P("huge.png"), 9000, 9000)
     add("huge.png", "skip", ["huge"], "too large: 9000x9000 pixels (limit 50 Mpx)")
     png_header_only(P("bomb.png"), 20000, 20000)
-    add("bomb.png", "skip", ["huge"],
-        "too large: 400,000,000 pixels (limit 50 Mpx; decompression bomb guard)")
+    add("bomb.png", "skip", ["huge"], "too large: 20000x20000 pixels (limit 50 Mpx)")
+    # 19b. GIF attacks: a second frame far larger than the screen, a frame outside a 1x1 screen,
+    # and many frames of a fair size; all refused from the headers, before any decoding
+    with open(P("bigframe.gif"), "wb") as f:
+        f.write(crafted.gif((64, 64), [(0, 0, 64, 64), (0, 0, 20000, 20000)]))
+    add("bigframe.gif", "skip", ["huge"], "too large: GIF of 64x64 with 2 frames of up to "
+        "400,000,000 pixels = 800,000,000 pixels (limit 50 Mpx, frames x largest frame)")
+    with open(P("outside.gif"), "wb") as f:
+        f.write(crafted.gif((1, 1), [(0, 0, 20000, 20000)]))
+    add("outside.gif", "skip", ["huge"], "too large: GIF of 1x1 with 1 frame of up to "
+        "400,000,000 pixels = 400,000,000 pixels (limit 50 Mpx, frames x largest frame)")
+    with open(P("many.webp"), "wb") as f:
+        f.write(crafted.riff(crafted.vp8x(1000, 1000), *[crafted.anmf(0, 0, 1000, 1000)] * 51))
+    add("many.webp", "skip", ["huge"], "too large: WebP of 1000x1000 with 51 frames of up to "
+        "1,000,000 pixels = 51,000,000 pixels (limit 50 Mpx, frames x largest frame)")
     # 20. animated GIF
     frames = [Image.fromarray(np.full((40, 48, 3), c, np.uint8)) for c in (30, 128, 220)]
     frames[0].save(P("anim.gif"), save_all=True, append_images=frames[1:], duration=100,
@@ -279,7 +293,7 @@ def test_check_dataset_report(tmp_path):
     n_use = sum(v[0] == "use" for v in expected.values()) + 4
     assert len(a.usable) == n_use + n_convert and len(a.convert) == n_convert
     assert len(a.skipped) == n_skip
-    assert report.counts["alpha"] == 3 and report.counts["huge"] == 2
+    assert report.counts["alpha"] == 3 and report.counts["huge"] == 5
     assert report.counts["not_an_image"] == 5
     text = report.text()
     assert f"trainA: {n_use + n_convert} usable of {n_use + n_convert + n_skip} image files" in text
@@ -387,7 +401,7 @@ def test_check_phase_command_line(tmp_path):
     res = subprocess.run([sys.executable, "main.py", "--phase", "check", "--dataset", "mixed"]
                          + common, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "  skipped  bomb.png: too large: 400,000,000 pixels" in res.stdout
+    assert "  skipped  bomb.png: too large: 20000x20000 pixels (limit 50 Mpx)" in res.stdout
     assert "OK: training can proceed (trainA" in res.stdout
     res = subprocess.run([sys.executable, "main.py", "--phase", "check", "--dataset", "broken"]
                          + common, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -410,3 +424,33 @@ def test_scan_is_fast(tmp_path):
     seconds = time.monotonic() - t0
     assert len(reports) == 400 and all(r.action == "use" for r in reports)
     assert seconds < 20, seconds
+
+
+@pytest.mark.parametrize("name, data, found", [
+    ("frames.gif", crafted.gif((64, 64), [(0, 0, 64, 64), (0, 0, 20000, 20000)]),
+     "GIF of 64x64 with 2 frames of up to 400000000 pixels = 800000000 pixels"),
+    ("big.png", crafted.png((12000, 12000)), "PNG image of 144000000 pixels (12000x12000)"),
+])
+def test_test_images_over_the_budget_are_refused_before_decoding(tmp_path, name, data, found):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(datacheck.DataError) as e:
+        data_lib.load_rgb(str(path))
+    assert str(e.value) == (f"cannot read image {path}: {found}, over the limit of 50000000 "
+                            f"pixels (frames x largest frame)")
+
+
+def test_missing_demo_data_set_names_the_command_that_makes_it(tmp_path):
+    cfg = Config(dataset="demo", dataset_dir=str(tmp_path), img_size=IMG_SIZE, n_dis=4)
+    message = (f"the demo data set is missing ({tmp_path / 'demo'}/trainA does not exist): run "
+               f"python tools/make_demo_dataset.py --out {tmp_path / 'demo'}")
+    for call in (datacheck.check_dataset, data_lib.domain_files):
+        with pytest.raises(datacheck.DataError) as e:
+            call(cfg)
+        assert str(e.value) == message
+    assert os.listdir(tmp_path) == []  # nothing drawn, nothing written
+
+
+def test_pipeline_does_not_re_export_the_check_module():
+    for name in ("check_dataset", "DOMAINS", "IMAGE_EXTENSIONS", "to_rgb8", "to_uint8"):
+        assert not hasattr(data_lib, name), name

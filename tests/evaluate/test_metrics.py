@@ -1,26 +1,13 @@
-"""Tests for ugatit_tf.evaluation (KID / FID / paired metrics / folders).
+"""evaluate/metrics.py: KID, FID and the paired scores against independent float64
+references (straightforward loops) and skimage's SSIM."""
 
-The Inception tests use ``InceptionFeatureExtractor(weights=None)`` (random,
-seeded weights): no download is needed.
-"""
-
-import hashlib
-import json
 import math
-import os
-import urllib.error
 
 import numpy as np
 import pytest
-from PIL import Image
 from skimage.metrics import structural_similarity
 
 from ugatit_tf.evaluate import metrics as ev
-
-
-# ---------------------------------------------------------------------------
-# Independent reference implementations (straightforward loops, float64)
-# ---------------------------------------------------------------------------
 
 
 def ref_poly_kernel(a, b):
@@ -207,8 +194,27 @@ def test_fid_singular_covariance_is_finite():
 def test_fid_methods_agree(feats):
     real, fake = feats
     assert rel(ev.fid(real, fake, method="eigh"), ev.fid(real, fake)) < 1e-8
-    with pytest.raises(ValueError, match="method"):
-        ev.fid(real, fake, method="svd")
+    assert rel(ev.fid(real, fake, method="svd"), ev.fid(real, fake)) < 1e-8
+    assert ev.fid(real, fake, method="auto") == ev.fid(real, fake, method=ev.fid_method(
+        len(real), len(fake), real.shape[1]))
+    with pytest.raises(ValueError, match=r"^method must be one of \('sqrtm', 'eigh', 'svd', "
+                                         r"'auto'\); got 'bogus'$"):
+        ev.fid(real, fake, method="bogus")
+
+
+def test_fid_svd_and_auto_match_sqrtm_and_eigh():
+    rng = np.random.default_rng(4)
+    for n_real, n_fake, dim in ((10, 7, 64), (5, 5, 16), (30, 40, 300)):
+        real = rng.normal(size=(n_real, dim))
+        fake = 1.3 * rng.normal(size=(n_fake, dim)) + 0.2
+        want = ev.fid(real, fake, method="sqrtm" if dim < 100 else "eigh")
+        assert ev.fid_svd(real, fake) == pytest.approx(want, rel=1e-7)
+        assert ev.fid(real, fake, method="auto") == ev.fid_svd(real, fake)
+    assert ev.fid_svd(real, real) == pytest.approx(0.0, abs=1e-8 * np.sum(real ** 2))
+    big = rng.normal(size=(20, 8))  # more images than features: auto takes eigh
+    assert ev.fid_method(20, 20, 8) == "eigh" and ev.fid_method(40, 40, 2048) == "svd"
+    assert ev.fid(big, big + 1.0, method="auto") == pytest.approx(ev.fid(big, big + 1.0, method="eigh"))
+
 
 
 # ---------------------------------------------------------------------------
@@ -282,220 +288,3 @@ def test_paired_scores_means():
     assert out["ssim"] == pytest.approx((ev.ssim(y, x) + ev.ssim(z, x)) / 2, rel=1e-12)
     with pytest.raises(ValueError):
         ev.paired_scores([])
-
-
-# ---------------------------------------------------------------------------
-# Folders and JSON
-# ---------------------------------------------------------------------------
-
-
-def save(path, arr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
-def test_paired_score_folders(tmp_path):
-    rng = np.random.default_rng(0)
-    truth_dir, trans_dir, in_dir = tmp_path / "testA_paired", tmp_path / "out", tmp_path / "testA"
-    expected_model, expected_id = [], []
-    for i, name in enumerate(["a", "b", "c"]):
-        gt = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
-        inp = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
-        pred = (gt.astype(int) + rng.integers(-15, 16, gt.shape)).clip(0, 255).astype(np.uint8)
-        save(truth_dir / f"{name}.png", gt)
-        save(in_dir / f"{name}.bmp", inp)  # other (lossless) extension: match on stem
-        if i == 2:  # different size: resized (bicubic) to the truth's size
-            big = np.asarray(Image.fromarray(pred).resize((40, 48), Image.BICUBIC))
-            save(trans_dir / f"{name}.png", big)
-            pred = np.asarray(Image.fromarray(big).resize((20, 24), Image.BICUBIC))
-        else:
-            save(trans_dir / f"{name}.png", pred)
-        expected_model.append((pred, gt))
-        expected_id.append((inp, gt))
-    save(trans_dir / "extra.png", np.zeros((24, 20, 3), np.uint8))
-    (in_dir / "notes.txt").write_text("not an image")
-
-    out = ev.paired_score_folders(trans_dir, truth_dir, in_dir)
-    assert out["n"] == 3
-    for key, pairs in (("model", expected_model), ("identity", expected_id)):
-        ref = ev.paired_scores(pairs)
-        for metric in ("l1", "psnr", "ssim"):
-            assert out[key][metric] == pytest.approx(ref[metric], rel=1e-12), (key, metric)
-    assert out["model"]["ssim"] > out["identity"]["ssim"]
-    assert [e["name"] for e in out["per_image"]] == ["a", "b", "c"]
-    assert out["ignored_translated"] == ["extra.png"]
-
-    # Missing matches: a clear error naming the files.
-    (trans_dir / "b.png").unlink()
-    (in_dir / "c.bmp").unlink()
-    with pytest.raises(FileNotFoundError) as info:
-        ev.paired_score_folders(trans_dir, truth_dir, in_dir)
-    msg = str(info.value)
-    assert "b.png" in msg and "translated" in msg and str(trans_dir) in msg
-    assert "c.png" in msg and "input" in msg and str(in_dir) in msg
-
-    # Two files with one stem are ambiguous.
-    save(trans_dir / "b.png", expected_model[1][0])
-    save(trans_dir / "b.jpg", expected_model[1][0])
-    with pytest.raises(ValueError, match="ambiguous"):
-        ev.paired_score_folders(trans_dir, truth_dir, in_dir)
-
-
-def test_write_json_atomic(tmp_path):
-    path = tmp_path / "sub" / "report.json"
-    obj = {
-        "kid_x100": np.float64(11.61),
-        "n": np.int64(3),
-        "arr": np.arange(3),
-        "psnr": math.inf,
-        "dir": tmp_path,
-        "nested": [{"x": np.float32(0.5)}],
-    }
-    ev.write_json_atomic(path, obj)
-    ev.write_json_atomic(path, obj)  # overwrite in place
-    data = json.loads(path.read_text())
-    assert data == {
-        "kid_x100": 11.61, "n": 3, "arr": [0, 1, 2], "psnr": None,
-        "dir": str(tmp_path), "nested": [{"x": 0.5}],
-    }
-    assert sorted(os.listdir(path.parent)) == ["report.json"]  # no temp files left
-    with pytest.raises(TypeError):
-        ev.write_json_atomic(path, {"bad": object()})
-    assert json.loads(path.read_text())["n"] == 3  # old file intact
-    assert sorted(os.listdir(path.parent)) == ["report.json"]
-
-
-# ---------------------------------------------------------------------------
-# Inception weights resolution (no model build, no network)
-# ---------------------------------------------------------------------------
-
-
-def test_missing_imagenet_weights_message(tmp_path, monkeypatch):
-    from keras.src.utils import file_utils
-
-    calls = []
-
-    def no_network(url, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError("no internet (test)")
-
-    keras_home = tmp_path / "keras_home"
-    keras_home.mkdir()
-    monkeypatch.setenv("KERAS_HOME", str(keras_home))
-    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
-
-    with pytest.raises(ev.InceptionWeightsError) as info:
-        ev.InceptionFeatureExtractor(weights="imagenet")
-    msg = str(info.value)
-    cache_path = str(keras_home / "models" / ev.INCEPTION_NOTOP_FILENAME)
-    assert calls == [ev.INCEPTION_NOTOP_URL]
-    assert "could not be found or downloaded" in msg
-    assert cache_path in msg
-    assert "Keras cache" in msg
-    assert "`--inception_weights PATH`" in msg
-    assert "`.h5` / `.weights.h5`" in msg
-    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in msg
-    assert "no internet (test)" in msg
-
-
-def test_imagenet_weights_found_in_keras_cache(tmp_path, monkeypatch):
-    from keras.src.utils import file_utils
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("must not download when the file is cached")
-
-    keras_home = tmp_path / "kh"
-    cached = keras_home / "models" / ev.INCEPTION_NOTOP_FILENAME
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"stand-in weights")
-    monkeypatch.setenv("KERAS_HOME", str(keras_home))
-    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
-    monkeypatch.setattr(ev, "INCEPTION_NOTOP_MD5", hashlib.md5(b"stand-in weights").hexdigest())
-    assert ev.imagenet_weights_cache_path() == str(cached)
-    assert ev.resolve_inception_weights("imagenet") == str(cached)
-
-
-def test_missing_weights_path(tmp_path):
-    missing = tmp_path / "nope" / "inception.weights.h5"
-    with pytest.raises(ev.InceptionWeightsError) as info:
-        ev.InceptionFeatureExtractor(weights=str(missing))
-    assert str(missing) in str(info.value)
-    assert "does not exist" in str(info.value)
-    assert ev.resolve_inception_weights(None) is None
-
-
-# ---------------------------------------------------------------------------
-# End to end with a randomly initialised InceptionV3 (no download)
-# ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def extractor():
-    return ev.InceptionFeatureExtractor(weights=None, batch_size=3, seed=0)
-
-
-def test_extractor_input_paths(extractor):
-    rng = np.random.default_rng(0)
-    ims = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    f8 = extractor.from_uint8(ims)
-    assert f8.shape == (4, ev.FEATURE_DIM) and f8.dtype == np.float64
-    assert np.all(np.isfinite(f8)) and f8.std(axis=0).max() > 0
-    f11 = extractor.from_minus1_1(ims.astype(np.float32) / 127.5 - 1.0)
-    np.testing.assert_allclose(f11, f8, rtol=1e-4, atol=1e-5 * np.abs(f8).max())
-    np.testing.assert_array_equal(extractor(ims), f8)  # dtype dispatch
-    # Mixed sizes in one call; single image on its own.
-    mixed = [ims[0], np.asarray(Image.fromarray(ims[1]).resize((40, 36)))]
-    assert extractor(mixed).shape == (2, ev.FEATURE_DIM)
-    np.testing.assert_allclose(extractor(ims[0]), f8[:1], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        extractor.from_minus1_1(ims.astype(np.float32))
-    with pytest.raises(TypeError):
-        extractor.from_uint8(ims.astype(np.float32))
-
-
-def test_kid_fid_between_folders_end_to_end(extractor, tmp_path):
-    rng = np.random.default_rng(1)
-    fake_dir, real_dir = tmp_path / "fake", tmp_path / "real"
-    fake = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    real = np.clip(rng.normal(128, 20, (5, 32, 32, 3)), 0, 255).astype(np.uint8)
-    for i, im in enumerate(fake):
-        save(fake_dir / f"f{i}.png", im)
-    for i, im in enumerate(real):
-        save(real_dir / f"r{i}.png", im)
-    seen = []
-    # fid_method='eigh': scipy's sqrtm on 2048x2048 takes tens of seconds on
-    # a small CPU; 'sqrtm' == 'eigh' is checked on 64-d features above.
-    out = ev.kid_fid_between_folders(
-        fake_dir, real_dir, extractor, n_subsets=10, subset_size=1000, seed=0,
-        progress=lambda stage, done, total: seen.append((stage, done, total)),
-        fid_method="eigh",
-    )
-    assert seen == [("fake", 3, 4), ("fake", 4, 4), ("real", 3, 5), ("real", 5, 5)]
-    assert out["n_fake"] == 4 and out["n_real"] == 5 and out["subset_size"] == 4
-    assert out["weights"] is None
-    f_fake, f_real = extractor.from_uint8(fake), extractor.from_uint8(real)
-    mean, std = ev.kid(f_real, f_fake, n_subsets=10, subset_size=1000, seed=0)
-    assert out["kid"] == pytest.approx(mean, rel=1e-9, abs=1e-15)
-    assert out["kid_x100"] == pytest.approx(100 * out["kid"], rel=1e-12)
-    assert out["kid_x100_std"] == pytest.approx(100 * std, rel=1e-9, abs=1e-13)
-    # (Recomputing FID at D=2048 costs seconds; the formula is checked at
-    # 64-d above, and the KID match shows the folder features are right.)
-    assert np.isfinite(out["fid"]) and out["fid"] > 0
-    ev.write_json_atomic(tmp_path / "kid.json", out)
-    assert json.loads((tmp_path / "kid.json").read_text())["n_real"] == 5
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside keras save_weights
-def test_weights_path_round_trip_and_bad_file(extractor, tmp_path):
-    # Builds two more networks (a few seconds each).
-    path = tmp_path / "inception_random.weights.h5"
-    extractor.model.save_weights(str(path))
-    loaded = ev.InceptionFeatureExtractor(weights=str(path), batch_size=2)
-    assert loaded.weights_path == str(path)
-    ims = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(loaded.from_uint8(ims), extractor.from_uint8(ims), rtol=1e-6, atol=1e-7)
-
-    bad = tmp_path / "garbage.h5"
-    bad.write_bytes(b"not an hdf5 file")
-    with pytest.raises(ev.InceptionWeightsError, match="Could not load Inception weights"):
-        ev.InceptionFeatureExtractor(weights=str(bad))

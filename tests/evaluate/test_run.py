@@ -14,6 +14,7 @@ import tensorflow as tf
 from ugatit_tf import cli
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.evaluate import metrics as ev
+from ugatit_tf.evaluate.inception import InceptionWeightsError
 from ugatit_tf.evaluate import run as er
 from ugatit_tf.model.checkpoints import load_networks, make_checkpoint, write_config
 from ugatit_tf.config import Config
@@ -73,7 +74,8 @@ def test_run_eval_end_to_end(setup):
     path = os.path.join(cfg.result_dir, cfg.model_dir, "eval.json")
     assert report["path"] == path
     saved = json.loads(open(path).read())
-    assert sorted(f for f in os.listdir(os.path.dirname(path))) == ["eval.json"]  # no temp
+    assert sorted(f for f in os.listdir(os.path.dirname(path))) == [
+        "eval.json", "eval.png"]  # no temp file
     assert saved["checkpoint"] == setup["prefix"] and saved["step"] == STEP
     assert saved["config"]["img_size"] == 32 and saved["config"]["inception_weights"] == "random"
     assert saved["inception_random"] is True and saved["fid_method"] == "svd"
@@ -111,7 +113,7 @@ def test_run_eval_end_to_end(setup):
     f_target = extractor.from_uint8(np.stack(target))
     base = saved["directions"]["A2B"]["identity"]
     assert base["kid_x100"] == pytest.approx(100 * ev.kid(f_target, f_source)[0], rel=1e-6)
-    assert base["fid"] == pytest.approx(er.fid_svd(f_target, f_source), rel=1e-6)
+    assert base["fid"] == pytest.approx(ev.fid(f_target, f_source, method="svd"), rel=1e-6)
     assert paired["target_mean"]["ssim"] == pytest.approx(
         np.mean([ev.ssim(mean, gt) for gt in truth]), rel=1e-9)
     text = "\n".join(setup["logs"])
@@ -198,20 +200,6 @@ def test_evaluate_during_training_writes_tensorboard_and_caches(setup, tmp_path)
     assert "Paired" not in er.format_report(scores)
 
 
-def test_fid_svd_matches_evaluation_fid():
-    rng = np.random.default_rng(4)
-    for n_real, n_fake, dim in ((10, 7, 64), (5, 5, 16), (30, 40, 300)):
-        real = rng.normal(size=(n_real, dim))
-        fake = 1.3 * rng.normal(size=(n_fake, dim)) + 0.2
-        want = ev.fid(real, fake, method="sqrtm" if dim < 100 else "eigh")
-        assert er.fid_svd(real, fake) == pytest.approx(want, rel=1e-7)
-        assert er.fid(real, fake) == er.fid_svd(real, fake)
-    assert er.fid_svd(real, real) == pytest.approx(0.0, abs=1e-8 * np.sum(real ** 2))
-    big = rng.normal(size=(20, 8))  # more images than features: evaluation.fid's eigh
-    assert er.fid_method(20, 20, 8) == "eigh" and er.fid_method(40, 40) == "svd"
-    assert er.fid(big, big + 1.0) == pytest.approx(ev.fid(big, big + 1.0, method="eigh"))
-
-
 def test_ground_truth_without_input_is_a_data_error(tmp_path):
     root = tmp_path / "datasets" / "tiny"
     generate_demo_dataset(str(root), size=32, n_train=1, n_test=3, seed=2, progress=False)
@@ -231,7 +219,7 @@ def test_missing_imagenet_weights_is_one_clear_line(setup, tmp_path, monkeypatch
     monkeypatch.setattr(file_utils, "urlretrieve", no_network)
     cfg = setup["cfg"].replace(inception_weights="imagenet",
                                result_dir=str(tmp_path / "results"))
-    with pytest.raises(ev.InceptionWeightsError, match="could not be found or downloaded"):
+    with pytest.raises(InceptionWeightsError, match="could not be found or downloaded"):
         er.run_eval(cfg, log=lambda *a: None, progress=False)
     assert not os.path.exists(os.path.join(cfg.result_dir, cfg.model_dir, "eval.json"))
     # through main: exit status 2 and one line on stderr, no traceback

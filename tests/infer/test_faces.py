@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from ugatit_tf.common.images import load_rgb
 from ugatit_tf.infer import faces as F
 from ugatit_tf.infer import photos as P
 
@@ -186,32 +187,10 @@ def test_heatmap_overlay_and_sheet(tmp_path, astronaut):
     sheet = F.attention_sheet(astronaut, 255 - astronaut, ov, tmp_path / "s.png")
     assert (tmp_path / "s.png").is_file()
     assert sheet.shape[1] >= 3 * 512 and sheet.shape[0] > 512
-    assert np.array_equal(F.load_image(tmp_path / "s.png"), sheet)
+    assert np.array_equal(load_rgb(tmp_path / "s.png"), sheet)
 
 
 # ------------------------------------------------------------------ files
-
-def test_exif_orientation_is_respected(tmp_path):
-    img = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high
-    img[:, :20] = (255, 0, 0)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 CW to display
-    p = tmp_path / "rot.jpg"
-    Image.fromarray(img).save(p, exif=exif, quality=95)
-    loaded = F.load_image(p)
-    assert loaded.shape == (40, 20, 3)
-    # red (left half) ends up on top after a 90 degree clockwise rotation
-    assert loaded[5, 10, 0] > 200 and loaded[35, 10, 0] < 60
-
-
-def test_load_image_errors_name_the_file(tmp_path):
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes(os.urandom(300))
-    with pytest.raises(F.ImageLoadError, match="broken.jpg"):
-        F.load_image(bad)
-    with pytest.raises(F.ImageLoadError, match="missing.png"):
-        F.load_image(tmp_path / "missing.png")
-
 
 @pytest.fixture
 def photo_folder(tmp_path, astronaut):
@@ -240,7 +219,7 @@ def test_folder_continues_after_errors(tmp_path, photo_folder, detector, capsys)
     assert "Traceback" not in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["astro_sheet.png",
                                                      "astro_translated.png"]
-    assert F.load_image(out / "astro_translated.png").shape == (512, 512, 3)
+    assert load_rgb(out / "astro_translated.png").shape == (512, 512, 3)
     assert "1/3 translated, 2 failed" in s.report()
     # inputs untouched
     assert {p.name: _md5(p) for p in photo_folder.iterdir()} == before
@@ -252,8 +231,8 @@ def test_fallback_center_succeeds(tmp_path, photo_folder, detector):
                           fallback="center", detector=detector, progress=False,
                           verbose=False)
     assert s.n_ok == 1 and s.n_failed == 1 and s.n_fallback == 1
-    res = F.load_image(out / "coffee_translated.png")
-    coffee = F.load_image(photo_folder / "coffee.jpg")  # the decoded JPEG input
+    res = load_rgb(out / "coffee_translated.png")
+    coffee = load_rgb(photo_folder / "coffee.jpg")  # the decoded JPEG input
     assert res.shape == coffee.shape
     # centre square translated (inverted), the side strips unchanged
     assert np.abs(res[:, 200:400].astype(int) - (255 - coffee[:, 200:400])).mean() < 25
@@ -342,14 +321,3 @@ def test_video_face_mode_copies_faceless_frames(tmp_path, detector):
                           fallback="error", detector=detector, progress=False)
     assert not (tmp_path / "o2.mp4").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-
-
-def test_progress_bar_eta(capsys):
-    import io
-    buf = io.StringIO()
-    bar = P.ProgressBar(4, label="x", stream=buf)
-    for _ in range(4):
-        bar.update(1)
-    bar.close()
-    text = buf.getvalue()
-    assert "4/4" in text and "ETA" in text

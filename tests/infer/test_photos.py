@@ -103,3 +103,62 @@ def test_video_keeps_frame_count_and_fps(checkpoint, tmp_path):
     while cap.read()[0]:
         frames += 1
     assert frames == 10
+
+
+# --- paths and budgets: refused before anything is read or written -------------------------
+
+def _identity(batch):
+    return batch
+
+
+@pytest.mark.parametrize("make_input, make_output, message", [
+    (None, None, "--input {inp}: does not exist"),
+    (os.mkfifo, None, "--input {inp}: is a FIFO, not an image, a video or a folder"),
+    ("photo", lambda p: p.write_bytes(b"x"), "--output {out}: is an existing file, not a folder"),
+    ("photo", os.mkfifo, "--output {out}: is a FIFO, not a folder"),
+    ("photo", lambda p: (p.parent / "file").write_bytes(b"x"),
+     "--output {parent}: is an existing file, not a folder"),
+])
+def test_bad_paths_are_refused_with_one_line(tmp_path, make_input, make_output, message):
+    from ugatit_tf.common.files import PathError
+    from ugatit_tf.infer.photos import translate_paths
+    inp = tmp_path / "in.png"
+    out = tmp_path / "out"
+    if make_input == "photo":
+        Image.fromarray(skimage.data.astronaut()).save(inp)
+    elif make_input:
+        make_input(inp)
+    if make_output is not None and "parent" in message:
+        make_output(out)
+        out = tmp_path / "file" / "deeper"
+    elif make_output is not None:
+        make_output(out)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(PathError) as e:
+        translate_paths(str(inp), str(out), _identity, 32, face_crop=False, progress=False)
+    assert str(e.value) == message.format(inp=inp, out=out, parent=tmp_path / "file")
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_photo_over_the_pixel_budget_is_refused_before_decoding(tmp_path):
+    from tests.common.crafted import png
+    from ugatit_tf.infer.photos import translate_paths
+    big = tmp_path / "in" / "big.png"
+    big.parent.mkdir()
+    big.write_bytes(png((12000, 12000)))  # a 12000 x 12000 header, no pixels worth decoding
+    summary = translate_paths(str(big), str(tmp_path / "out"), _identity, 32, face_crop=False,
+                              progress=False, verbose=False)
+    assert summary.failed == [(str(big), f"ImageRejected: {big}: PNG image of 144000000 pixels "
+                                         f"(12000x12000), over the limit of 50000000 pixels "
+                                         f"(frames x largest frame)")]
+
+
+def test_cli_input_fifo_exits_2_with_one_line(checkpoint, tmp_path, capsys):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    code = cli.main(flags(checkpoint, "--input", str(fifo), "--output", str(tmp_path / "o")))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (f"error: --input {fifo}: is a FIFO, not an image, "
+                                            f"a video or a folder")
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,5 @@
-"""Tests of the procedural demo data set (ugatit_tf/demo_data.py)."""
+"""Tests of the procedural demo data set (tools/demo_data.py), which lives outside the runtime
+package."""
 
 import json
 import os
@@ -150,3 +151,18 @@ def test_cli(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert dd.is_complete(str(out), size=32, n_train=2, n_test=1, seed=3)
+
+
+@pytest.mark.parametrize("package", ["common", "data", "infer", "evaluate"])
+def test_the_runtime_package_never_imports_tools(package):
+    import ast
+    offenders = []
+    for folder, _, names in os.walk(os.path.join(REPO, "ugatit_tf", package)):
+        for name in (n for n in names if n.endswith(".py")):
+            path = os.path.join(folder, name)
+            for node in ast.walk(ast.parse(open(path).read())):
+                modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                           [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{os.path.relpath(path, REPO)}:{node.lineno} {m}"
+                              for m in modules if m == "tools" or m.startswith("tools.")]
+    assert offenders == []

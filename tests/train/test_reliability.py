@@ -1,6 +1,6 @@
-"""Reliability: deterministic training, resume after SIGKILL / SIGTERM / SIGINT (also in the
-middle of a checkpoint save) with bitwise-identical final weights, unwritable checkpoint and
-result folders, and bad flags rejected at argument parsing.
+"""Reliability of training: deterministic runs, resume after SIGKILL / SIGTERM / SIGINT (also in
+the middle of a checkpoint save) with bitwise-identical final weights, and an unwritable
+checkpoint folder in the middle of a run.
 
 The training processes run main.py through a small bootstrap (BOOT) that turns off Grappler's
 graph rewrites like tests/conftest.py does (seconds per start on 2 cores) and, when asked by
@@ -23,10 +23,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ugatit_tf.data import pipeline as data_lib
-from ugatit_tf.model.checkpoints import CheckpointError, load_networks
+from tests.conftest import tiny_config
 from ugatit_tf.config import Config
-from tools.demo_data import generate_demo_dataset
+from ugatit_tf.model.checkpoints import CheckpointError, load_networks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,26 +52,13 @@ sys.argv = ["main.py"] + sys.argv[1:]
 runpy.run_path("main.py", run_name="__main__")
 """
 
-EPOCH, ITERATION = 2, 8  # 16 iterations, an epoch boundary and a learning-rate decay
+EPOCH, ITERATION = 2, 8
 TOTAL = EPOCH * ITERATION
 
 
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    generate_demo_dataset(str(root / "tiny"), size=48, n_train=12, n_test=3, seed=5,
-                          progress=False)
-    return str(root)
-
-
-def tiny(dataset_dir, out, **kw):
-    base = dict(dataset="tiny", dataset_dir=dataset_dir, light=True, img_size=32, ch=4, n_res=2,
-                n_dis=4, epoch=EPOCH, iteration=ITERATION, decay_epoch=1, print_freq=1000,
-                save_freq=2, seed=3, deterministic=True, checkpoint_dir=str(out / "ck"),
-                log_dir=str(out / "logs"), sample_dir=str(out / "samples"),
-                result_dir=str(out / "results"))
-    base.update(kw)
-    return Config(**base)
+# 16 iterations, an epoch boundary, a learning-rate decay and a checkpoint every 2
+RUN = dict(epoch=EPOCH, iteration=ITERATION, decay_epoch=1, print_freq=1000, save_freq=2,
+           deterministic=True)
 
 
 def flags(config: Config) -> list[str]:
@@ -188,9 +174,9 @@ def run_to_end(config, already_done_ok=False) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(dataset_dir, tmp_path_factory):
+def reference(tiny_dataset, tmp_path_factory):
     """An uninterrupted --deterministic True run: its final checkpoint prefix."""
-    cfg = tiny(dataset_dir, tmp_path_factory.mktemp("reference"))
+    cfg = tiny_config(tmp_path_factory.mktemp("reference"), dataset_dir=tiny_dataset, **RUN)
     prefix = run_to_end(cfg)
     assert prefix.endswith(f"ckpt-{TOTAL}")
     return prefix
@@ -201,20 +187,20 @@ def reference(dataset_dir, tmp_path_factory):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_deterministic_runs_are_bitwise_identical(dataset_dir, tmp_path, reference):
-    prefix = run_to_end(tiny(dataset_dir, tmp_path))
+def test_deterministic_runs_are_bitwise_identical(tiny_dataset, tmp_path, reference):
+    prefix = run_to_end(tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN))
     assert_bitwise_equal(reference, prefix)
 
 
 @pytest.mark.slow
-def test_killed_and_interrupted_training_resumes_bitwise_identical(dataset_dir, tmp_path,
+def test_killed_and_interrupted_training_resumes_bitwise_identical(tiny_dataset, tmp_path,
                                                                   reference):
     """SIGKILL inside a checkpoint save (twice, at its two critical moments), SIGTERM and
     SIGINT at random iterations, SIGKILL at a random moment, then run to the end: the final
     checkpoint equals the uninterrupted run's bit for bit."""
     seed = int(os.environ.get("UGATIT_CRASH_SEED", time.time_ns() % 100000))
     rng = random.Random(seed)
-    cfg = tiny(dataset_dir, tmp_path)
+    cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN)
     folder = os.path.join(cfg.checkpoint_dir, cfg.model_dir)
     history = [f"seed {seed}"]
 
@@ -299,9 +285,10 @@ def make_unwritable(folder, next_checkpoint):
 
 
 @pytest.mark.slow
-def test_unwritable_checkpoint_folder_mid_run(dataset_dir, tmp_path):
+def test_unwritable_checkpoint_folder_mid_run(tiny_dataset, tmp_path):
     from ugatit_tf.train.trainer import Trainer
-    cfg = tiny(dataset_dir, tmp_path, epoch=1, iteration=4, deterministic=False)
+    cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN).replace(
+        epoch=1, iteration=4, deterministic=False)
     trainer = Trainer(cfg, log=lambda *a: None)
     folder = trainer.ckpt_dir
     saved, restore = {}, []
@@ -327,76 +314,3 @@ def test_unwritable_checkpoint_folder_mid_run(dataset_dir, tmp_path):
     assert prefix == os.path.join(folder, "ckpt-2")
     for w in nets.genA2B.weights:
         np.testing.assert_array_equal(w.numpy(), saved[w.path])
-
-
-def test_unwritable_result_folder_in_test_phase(dataset_dir, tmp_path):
-    from ugatit_tf.train.trainer import run_test
-    cfg = tiny(dataset_dir, tmp_path, epoch=1, iteration=1, deterministic=False)
-    results = tmp_path / "results"
-    if os.geteuid() != 0:
-        results.mkdir()
-        results.chmod(0o555)
-        out_dir = results / cfg.model_dir
-    else:  # root writes anywhere: make --result_dir a file
-        results.write_text("not a folder")
-        out_dir = results / cfg.model_dir
-    with pytest.raises(data_lib.OutputError) as e:  # before any checkpoint is looked for
-        run_test(cfg, log=lambda *a: None, progress=False)
-    assert str(e.value).startswith(f"cannot write to {out_dir} (")
-    assert str(e.value).endswith("): check --result_dir (it must be a writable folder)")
-
-
-def test_output_folder_check(tmp_path):
-    ok = tmp_path / "a" / "b"
-    assert data_lib.ensure_output_folder(str(ok), "--result_dir") == str(ok)
-    assert ok.is_dir() and not os.listdir(ok)  # the probe file is gone
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(data_lib.OutputError, match=r"cannot write to .*file/x \(Not a "
-                                                   r"directory\): check --sample_dir"):
-        data_lib.ensure_output_folder(str(tmp_path / "file" / "x"), "--sample_dir")
-
-
-# ---------------------------------------------------------------------------
-# Bad flags: exit status 2 at argument parsing, the flag named on stderr
-# ---------------------------------------------------------------------------
-
-BAD_FLAGS = [
-    (["--epoch", "-1"], "--epoch must be a whole number >= 1, got -1"),
-    (["--iteration", "0"], "--iteration must be a whole number >= 1, got 0"),
-    (["--batch_size", "-2"], "--batch_size must be a whole number >= 1, got -2"),
-    (["--save_freq", "0"], "--save_freq must be a whole number >= 1, got 0"),
-    (["--n_res", "-1"], "--n_res must be a whole number >= 0, got -1"),
-    (["--epoch", "ten"], "argument --epoch: invalid int value: 'ten'"),
-    (["--lr", "nan"], "--lr must be a finite number >= 0, got nan"),
-    (["--cycle_weight", "-1"], "--cycle_weight must be a finite number >= 0, got -1"),
-    (["--lr", "-0.5"], "--lr must be a finite number >= 0, got -0.5"),
-    (["--img_size", "30"], "--img_size must be a multiple of 4 and at least 8 (the generator "
-                           "downsamples twice), got 30"),
-    (["--img_size", "4"], "--img_size must be a multiple of 4 and at least 8"),
-    (["--img_size", "32", "--n_dis", "6"], "--img_size 32 is too small for --n_dis 6"),
-    (["--n_dis", "3"], "--n_dis must be >= 4"),
-    (["--img_ch", "1"], "--img_ch must be 3"),
-    (["--gan_type", "wgan"], "argument --gan_type: invalid choice: 'wgan'"),
-    (["--variant", "keras"], "argument --variant: invalid choice: 'keras'"),
-    (["--phase", "fit"], "argument --phase: invalid choice: 'fit'"),
-    (["--light", "maybe"], "argument --light: expected True or False, got 'maybe'"),
-    (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967294"),
-    (["--dataset", "photos/selfies"], "--dataset must be a folder name under --dataset_dir"),
-]
-
-
-@pytest.mark.parametrize("argv,message", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
-def test_bad_flag_exits_2_naming_it(argv, message, tmp_path):
-    res = subprocess.run([sys.executable, "main.py", "--phase", "train", "--dataset_dir",
-                          str(tmp_path / "none")] + argv, cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert message in res.stderr, res.stderr
-    assert "main.py: error:" in res.stderr and res.stdout == ""  # nothing ran
-
-
-def test_validate_checks_every_choice_field():
-    from ugatit_tf.config import ConfigError
-    for name in ("direction", "fallback", "export_format", "quantize"):
-        with pytest.raises(ConfigError, match=f"^--{name} must be one of "):
-            Config(**{name: "nonsense"}).validate()

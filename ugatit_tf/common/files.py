@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from typing import Callable, IO
 
@@ -65,8 +66,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> str:
     return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
-def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2) -> str:
-    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
+def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2,
+                      sort_keys: bool = True) -> str:
+    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 def is_image_name(name: str, extensions=IMAGE_EXTENSIONS) -> bool:
@@ -79,3 +81,47 @@ def list_images(folder: str | os.PathLike, extensions=IMAGE_EXTENSIONS) -> list[
     folder = os.fspath(folder)
     return sorted(os.path.join(folder, f) for f in os.listdir(folder)
                   if is_image_name(f, extensions) and os.path.isfile(os.path.join(folder, f)))
+
+
+class PathError(ValueError):
+    """A path given by the user names the wrong kind of thing (a file where a folder is
+    expected, a FIFO, a device, nothing). The message is one line naming the flag and path."""
+
+
+def describe_mode(mode: int) -> str:
+    """What an st_mode is, in the words of error messages: "file", "folder", "FIFO", ..."""
+    for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def path_kind(path: str | os.PathLike) -> str:
+    """What `path` names, following symlinks: "file", "folder", "FIFO", "character device",
+    "block device", "socket", "special file", "missing" (also a dangling symlink, or a path
+    below a file) or
+    "unreadable" (a symlink loop, a permission problem on the way)."""
+    try:
+        return describe_mode(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):  # also "a_file/below"
+        return "missing"
+    except OSError:
+        return "unreadable"
+
+
+def check_path_kind(path: str | os.PathLike, flag: str, allowed: tuple[str, ...],
+                    expected: str) -> str:
+    """The kind of `path` (see `path_kind`) if it is one of `allowed`; otherwise PathError:
+    "FLAG PATH: is a FIFO, not EXPECTED" (or "does not exist")."""
+    kind = path_kind(path)
+    if kind in allowed:
+        return kind
+    if kind == "missing":
+        problem = "does not exist"
+    elif kind == "unreadable":
+        problem = f"cannot be read (a symbolic link loop or no permission), not {expected}"
+    else:
+        problem = f"is {'an existing' if kind == 'file' else 'a'} {kind}, not {expected}"
+    raise PathError(f"{flag} {os.fspath(path)}: {problem}")

@@ -1,40 +1,32 @@
-"""Read and write PyTorch checkpoint files (`torch.save`'s zip format) without torch.
+"""Read PyTorch checkpoint files (`torch.save`'s zip format) without torch, safely.
 
-Reading is safe for untrusted files: the pickle inside is read by a restricted unpickler that
+Reading is safe for untrusted files. The pickle inside is read by a restricted unpickler that
 can only build dicts (`collections.OrderedDict`), tensors (`torch._utils._rebuild_tensor_v2`,
 `torch._utils._rebuild_parameter`) and the typed storages they point to (`torch.FloatStorage`,
-...), all mapped to numpy. Any other global (a function, a class, `os.system`, ...) stops the
-load with an `UnsafePickleError` naming it, before anything is called.
-
-The zip format (torch >= 1.6), as written by `save()` below:
-
-    <name>/data.pkl      protocol-2 pickle of the object; each tensor is
-                         _rebuild_tensor_v2(storage, offset, size, stride, requires_grad,
-                         backward_hooks) and each storage a persistent id
-                         ('storage', torch.<Type>Storage, key, location, numel)
-    <name>/byteorder     'little' (absent in old files: little)
-    <name>/data/<key>    the raw bytes of storage <key> (numel * element size)
-    <name>/version       '3\\n'
-
-Entries are stored uncompressed, their data aligned to 64 bytes (an extra field 'FB' of
-padding in the local header, as torch does). All entries share one top folder <name>.
-
-The legacy format (torch < 1.6, a bare pickle stream or a tar file) is refused with a message
-telling how to re-save it.
+...), all mapped to numpy; any other global stops the load with an `UnsafePickleError` naming
+it, before anything is called. Memory is bounded by the file's size: sizes and compression
+ratios are checked from the zip directory before anything is inflated, storages must be stored
+uncompressed and together fit in the file, data.pkl is capped and its nesting depth checked
+before it is unpickled, and tensors are read-only views of their storage (shared storages are
+read once). Every refusal is a one-line `TorchFormatError`. The layout (torch >= 1.6; the
+legacy format is refused with how to re-save it) and the budget are in docs/conversion.md;
+`torch_writer.py` writes the same format.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["TorchFormatError", "UnsafePickleError", "load", "loads_pickle", "save",
+__all__ = ["TorchFormatError", "UnsafePickleError", "load", "loads_pickle", "check_nesting",
            "RestrictedUnpickler", "STORAGE_DTYPES"]
 
 
@@ -59,14 +51,12 @@ STORAGE_DTYPES = {
     "ByteStorage": np.dtype("uint8"),
     "BoolStorage": np.dtype("bool"),
 }
-_DTYPE_TO_STORAGE = {np.dtype(v): k for k, v in STORAGE_DTYPES.items() if k != "BFloat16Storage"}
+# The reading budget (see the module docstring).
+MAX_PICKLE_BYTES = 4 * 2 ** 20    # data.pkl, inflated (U-GAT-IT's: about 60 KB)
+MAX_RATIO = 100                   # inflated / compressed size of any entry read
+MAX_NESTING = 100                 # objects inside objects in data.pkl
+_CHUNK = 2 ** 20                  # entries are read in pieces of this size
 
-_ALIGN = 64
-
-
-# ---------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------
 
 class _StorageType:
     """Stand-in for a torch storage class (`torch.FloatStorage`). Not callable, so a pickle
@@ -82,7 +72,7 @@ class _StorageType:
 
 
 class _Storage:
-    """A flat numpy array standing for one torch storage."""
+    """A flat numpy array standing for one torch storage; its tensors are views of it."""
 
     __slots__ = ("array", "key")
 
@@ -104,7 +94,8 @@ def _check_int(value, what):
 def _rebuild_tensor(storage, storage_offset, size, stride, *rest):
     """numpy version of torch._utils._rebuild_tensor_v2 (the extra arguments requires_grad,
     backward_hooks and metadata do not matter for the values). Every index is bounds-checked:
-    a crafted file cannot make this read outside the storage."""
+    a crafted file cannot make this read outside the storage. The tensor is a read-only view
+    of its storage, so tensors sharing a storage share its memory, as in torch."""
     if not isinstance(storage, _Storage):
         raise TorchFormatError("tensor storage is not a storage persistent id")
     if len(rest) > 3:
@@ -121,9 +112,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *rest):
     flat = storage.array
     if any(s == 0 for s in size):
         return np.zeros(size, dtype=flat.dtype)
-    count = 1
-    for n in size:
-        count *= n
+    count = math.prod(size)
     if count > flat.size:  # only possible with overlapping (e.g. zero) strides
         raise TorchFormatError(f"tensor of size {size} has more elements than its storage "
                                f"{storage.key} ({flat.size}); overlapping strides are not "
@@ -133,12 +122,10 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *rest):
         raise TorchFormatError(
             f"tensor of size {size}, stride {stride}, offset {offset} reaches element {last} "
             f"of storage {storage.key} which has only {flat.size} (truncated or corrupt file)")
-    if not size:  # a 0-d tensor
-        return np.array(flat[offset], dtype=flat.dtype)
-    base = flat[offset:]
     view = np.lib.stride_tricks.as_strided(
-        base, shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False)
-    return np.array(view, copy=True)
+        flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride),
+        writeable=False)
+    return view
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
@@ -199,31 +186,93 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def _short(obj, limit=80):
+    if isinstance(obj, (tuple, list, dict)):  # never repr a (possibly deep) container
+        return f"a {type(obj).__name__} of {len(obj)} items"
     text = repr(obj)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# Opcodes that add to the container below them on the stack instead of making a new object.
+_IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+_EMPTY_CONTAINERS = {"EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET"}
+
+
+def check_nesting(data: bytes, limit: int = MAX_NESTING) -> None:
+    """Refuse a pickle whose objects nest deeper than `limit` (a state_dict nests about 6
+    levels), before anything is built. Simulates the unpickler's stack with each item's
+    nesting depth, from the opcodes alone (pickletools.genops executes nothing)."""
+    stack, marks, memo = [], [], {}
+    try:
+        for op, arg, pos in pickletools.genops(data):
+            name = op.name
+            if name == "MARK":
+                marks.append(len(stack))
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo.get(arg, 0))
+                continue
+            if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[arg if name != "MEMOIZE" else len(memo)] = stack[-1]
+                continue
+            if name == "DUP":
+                stack.append(stack[-1])
+                continue
+            taken = []
+            if op.stack_before and op.stack_before[-1] is pickletools.stackslice:
+                start = marks.pop()
+                taken, stack[start:] = stack[start:], []
+            else:
+                n = len(op.stack_before)
+                if n:
+                    taken, stack[-n:] = stack[-n:], []
+            if name in _IN_PLACE:  # the container stays, its items go one level down
+                if op.stack_before[-1] is pickletools.stackslice:
+                    container, items = stack.pop(), taken
+                else:
+                    container, items = taken[0], taken[1:]
+                depth = max([container] + [d + 1 for d in items])
+            elif name in _EMPTY_CONTAINERS:
+                depth = 1
+            else:
+                depth = max(taken) + 1 if taken else 0
+            if depth > limit:
+                raise TorchFormatError(f"the pickle nests objects more than {limit} levels "
+                                       f"deep (at byte {pos}); a weights file nests about 6")
+            stack.extend([depth] * len(op.stack_after))
+    except TorchFormatError:
+        raise
+    except (ValueError, IndexError) as e:
+        raise TorchFormatError(f"corrupt or truncated pickle: {type(e).__name__}: {e}") from e
+
+
 def loads_pickle(data: bytes, storage_loader=None):
-    """Unpickle `data` with the restricted unpickler (storages from `storage_loader`)."""
+    """Unpickle `data` with the restricted unpickler (storages from `storage_loader`), after
+    `check_nesting`."""
 
     def no_storages(key, dtype, numel):
         raise TorchFormatError("this pickle refers to tensor storages but none are available")
 
+    check_nesting(data)
     try:
         return RestrictedUnpickler(io.BytesIO(data), storage_loader or no_storages).load()
     except TorchFormatError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, MemoryError, OverflowError, struct.error) as e:
-        raise TorchFormatError(f"corrupt or truncated pickle: {type(e).__name__}: {e}") from e
+            AttributeError, MemoryError, OverflowError, RecursionError, struct.error) as e:
+        raise TorchFormatError(f"corrupt or truncated pickle: {type(e).__name__}: "
+                               f"{_short(str(e), 200)}") from e
 
 
-def _decode(raw: bytes, dtype, little: bool):
+def _decode(raw: np.ndarray, dtype, little: bool):
+    """The storage's bytes (a uint8 array) as `dtype`: a view when the byte order is the
+    machine's, a converted copy otherwise (and for bfloat16)."""
     if dtype == "bfloat16":
-        bits = np.frombuffer(raw, dtype="<u2" if little else ">u2").astype(np.uint32)
+        bits = raw.view("<u2" if little else ">u2").astype(np.uint32)
         return (bits << 16).view(np.float32)
     dt = dtype.newbyteorder("<" if little else ">") if dtype.itemsize > 1 else dtype
-    return np.frombuffer(raw, dtype=dt).astype(dtype, copy=True)
+    if dt.isnative:
+        return raw.view(dtype)
+    return raw.view(dt).astype(dtype)
 
 
 def _archive_root(names):
@@ -243,9 +292,19 @@ def _legacy_error(path):
         f"'NEW.pt')\"")
 
 
+def _file_size(path) -> int:
+    if isinstance(path, (str, os.PathLike)):
+        return os.path.getsize(path)
+    pos = path.tell()
+    size = path.seek(0, os.SEEK_END)
+    path.seek(pos)
+    return size
+
+
 def load(path):
     """Load a torch zip checkpoint (path or binary file object): nested dicts / OrderedDicts of
-    numpy arrays. Raises TorchFormatError (UnsafePickleError for forbidden content)."""
+    numpy arrays (read-only views of their storages). Raises TorchFormatError
+    (UnsafePickleError for forbidden content)."""
     name = getattr(path, "name", path)
     try:
         if isinstance(path, (str, os.PathLike)):
@@ -255,6 +314,7 @@ def load(path):
             pos = path.tell()
             head = path.read(4)
             path.seek(pos)
+        size = _file_size(path)
     except OSError as e:
         raise TorchFormatError(f"cannot read {name}: {e}") from e
     if head[:2] != b"PK":
@@ -263,13 +323,13 @@ def load(path):
         raise TorchFormatError(f"{name}: not a torch checkpoint (no zip or pickle header)")
     try:
         with zipfile.ZipFile(path) as zf:
-            return _load_zip(zf, name)
+            return _ZipReader(zf, name, size).load()
     except TorchFormatError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, struct.error,
-            ValueError, KeyError) as e:
+            ValueError, KeyError, NotImplementedError, RuntimeError) as e:
         raise TorchFormatError(f"{name}: corrupt or truncated torch checkpoint "
-                               f"({type(e).__name__}: {e})") from e
+                               f"({type(e).__name__}: {_short(str(e), 200)})") from e
 
 
 def _is_tar(path):
@@ -282,179 +342,88 @@ def _is_tar(path):
         return False
 
 
-def _load_zip(zf: zipfile.ZipFile, name):
-    infos = {i.filename: i for i in zf.infolist()}
-    root = _archive_root(infos)
-    byteorder = "little"
-    if f"{root}/byteorder" in infos:
-        byteorder = zf.read(f"{root}/byteorder").decode("ascii", "replace").strip()
-        if byteorder not in ("little", "big"):
-            raise TorchFormatError(f"{name}: unknown byteorder {byteorder!r}")
-    little = byteorder == "little"
+class _ZipReader:
+    """Reads the entries of one torch zip within the budget of the module docstring: every
+    size is checked from the zip's directory before a byte is inflated, and every read is
+    capped at the declared size."""
 
-    def storage_loader(key, dtype, numel):
-        entry = f"{root}/data/{key}"
-        info = infos.get(entry)
-        if info is None:
-            raise TorchFormatError(f"{name}: storage {entry} is missing (truncated file?)")
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise TorchFormatError(f"{name}: storage {entry} is compressed; torch stores "
-                                   f"storages uncompressed")
+    def __init__(self, zf: zipfile.ZipFile, name, archive_size: int):
+        self.zf, self.name, self.archive_size = zf, name, archive_size
+        self.infos = {i.filename: i for i in zf.infolist()}
+        self.root = _archive_root(self.infos)
+        self.storage_bytes = 0
+
+    def refuse(self, entry, why):
+        return TorchFormatError(f"{self.name}: entry {entry} {why}")
+
+    def info(self, entry, limit):
+        info = self.infos[entry]
+        method = info.compress_type
+        if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise self.refuse(entry, f"uses zip compression method {method}; torch files are "
+                                     f"stored uncompressed (only stored or deflated entries "
+                                     f"are read)")
+        if info.file_size > limit:
+            raise self.refuse(entry, f"declares {info.file_size} bytes, more than the "
+                                     f"{limit} bytes allowed for it")
+        if method == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            raise self.refuse(entry, f"is stored with {info.compress_size} bytes but declares "
+                                     f"{info.file_size}")
+        if info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise self.refuse(entry, f"inflates {info.file_size / max(info.compress_size, 1):.0f}"
+                                     f"-fold ({info.compress_size} -> {info.file_size} bytes); "
+                                     f"at most {MAX_RATIO}-fold is allowed")
+        return info
+
+    def read_into(self, info, out: np.ndarray) -> None:
+        """Stream the entry into `out` (uint8, its declared size) in chunks."""
+        pos = 0
+        with self.zf.open(info) as f:
+            while pos < out.size:
+                chunk = f.read(min(_CHUNK, out.size - pos))
+                if not chunk:
+                    break
+                out[pos:pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                pos += len(chunk)
+            if pos != out.size or f.read(1):
+                raise self.refuse(info.filename, f"holds other than its declared "
+                                                 f"{out.size} bytes (corrupt file)")
+
+    def read_small(self, entry, limit) -> bytes:
+        info = self.info(entry, limit)
+        out = np.empty(info.file_size, np.uint8)
+        self.read_into(info, out)
+        return out.tobytes()
+
+    def storage(self, key, dtype, numel, little):
+        entry = f"{self.root}/data/{key}"
+        if entry not in self.infos:
+            raise TorchFormatError(f"{self.name}: storage {entry} is missing (truncated file?)")
         want = numel * _itemsize(dtype)
+        info = self.info(entry, self.archive_size)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise TorchFormatError(f"{self.name}: storage {entry} is compressed; torch stores "
+                                   f"storages uncompressed")
         if info.file_size != want:
-            raise TorchFormatError(f"{name}: storage {entry} has {info.file_size} bytes, "
+            raise TorchFormatError(f"{self.name}: storage {entry} has {info.file_size} bytes, "
                                    f"expected {want} ({numel} elements)")
-        return _decode(zf.read(info), dtype, little)
+        self.storage_bytes += want
+        if self.storage_bytes > self.archive_size:  # entries overlapping in the zip
+            raise TorchFormatError(f"{self.name}: its storages add up to more than the file's "
+                                   f"{self.archive_size} bytes (overlapping zip entries?)")
+        raw = np.empty(want, np.uint8)
+        self.read_into(info, raw)
+        return _decode(raw, dtype, little)
 
-    return loads_pickle(zf.read(f"{root}/data.pkl"), storage_loader)
-
-
-# ---------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------
-
-class _PickleWriter:
-    """A protocol-2 pickle emitter for the few types a checkpoint holds: dict, OrderedDict,
-    list, tuple, str, int, float, bool, None and numpy arrays (written as torch tensors)."""
-
-    def __init__(self):
-        self.out = io.BytesIO()
-        self.storages = []  # (key, bytes, storage type name, numel)
-
-    def w(self, b):
-        self.out.write(b)
-
-    def dump(self, obj):
-        self.w(b"\x80\x02")  # PROTO 2
-        self.save(obj)
-        self.w(b".")  # STOP
-        return self.out.getvalue()
-
-    def glob(self, module, name):
-        self.w(b"c" + module.encode() + b"\n" + name.encode() + b"\n")  # GLOBAL
-
-    def save(self, obj):
-        if obj is None:
-            self.w(b"N")
-        elif obj is True:
-            self.w(b"\x88")
-        elif obj is False:
-            self.w(b"\x89")
-        elif isinstance(obj, (int, np.integer)):
-            self.save_int(int(obj))
-        elif isinstance(obj, (float, np.floating)):
-            self.w(b"G" + struct.pack(">d", float(obj)))
-        elif isinstance(obj, str):
-            data = obj.encode("utf-8")
-            self.w(b"X" + struct.pack("<I", len(data)) + data)
-        elif isinstance(obj, tuple):
-            self.save_tuple(obj)
-        elif isinstance(obj, list):
-            self.w(b"]")  # EMPTY_LIST
-            if obj:
-                self.w(b"(")
-                for item in obj:
-                    self.save(item)
-                self.w(b"e")  # APPENDS
-        elif isinstance(obj, OrderedDict):
-            self.glob("collections", "OrderedDict")
-            self.w(b")R")  # EMPTY_TUPLE, REDUCE
-            self.save_items(obj)
-        elif isinstance(obj, dict):
-            self.w(b"}")
-            self.save_items(obj)
-        elif isinstance(obj, np.ndarray):
-            self.save_tensor(obj)
-        else:
-            raise TypeError(f"cannot write {type(obj).__name__} to a torch checkpoint")
-
-    def save_int(self, value):
-        if 0 <= value < 256:
-            self.w(b"K" + bytes([value]))
-        elif 0 <= value < 65536:
-            self.w(b"M" + struct.pack("<H", value))
-        elif -2 ** 31 <= value < 2 ** 31:
-            self.w(b"J" + struct.pack("<i", value))
-        else:
-            n = (value.bit_length() + 8) // 8
-            self.w(b"\x8a" + bytes([n]) + value.to_bytes(n, "little", signed=True))  # LONG1
-
-    def save_tuple(self, items):
-        if not items:
-            self.w(b")")
-            return
-        if len(items) <= 3:
-            for item in items:
-                self.save(item)
-            self.w({1: b"\x85", 2: b"\x86", 3: b"\x87"}[len(items)])
-            return
-        self.w(b"(")
-        for item in items:
-            self.save(item)
-        self.w(b"t")
-
-    def save_items(self, mapping):
-        if not mapping:
-            return
-        self.w(b"(")
-        for key, value in mapping.items():
-            self.save(key)
-            self.save(value)
-        self.w(b"u")  # SETITEMS
-
-    def save_tensor(self, array):
-        dtype = array.dtype
-        storage_type = _DTYPE_TO_STORAGE.get(np.dtype(dtype))
-        if storage_type is None:
-            raise TypeError(f"no torch storage type for numpy dtype {dtype}")
-        array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d 1-d)
-        key = str(len(self.storages))
-        self.storages.append((key, array.astype(dtype.newbyteorder("<")).tobytes(),
-                              storage_type, array.size))
-        stride, step = [], 1
-        for n in reversed(array.shape):
-            stride.append(step)
-            step *= n
-        self.glob("torch._utils", "_rebuild_tensor_v2")
-        self.w(b"(")  # MARK for the argument tuple
-        # persistent id ('storage', torch.<Type>Storage, key, 'cpu', numel)
-        self.w(b"(")
-        self.save("storage")
-        self.glob("torch", storage_type)
-        self.save(key)
-        self.save("cpu")
-        self.save(int(array.size))
-        self.w(b"tQ")  # TUPLE, BINPERSID
-        self.save(0)  # storage offset
-        self.save_tuple(tuple(int(n) for n in array.shape))
-        self.save_tuple(tuple(reversed(stride)))
-        self.w(b"\x89")  # requires_grad False
-        self.glob("collections", "OrderedDict")
-        self.w(b")R")  # backward_hooks = OrderedDict()
-        self.w(b"tR")  # TUPLE, REDUCE
-
-
-def _aligned_info(zf: zipfile.ZipFile, name: str, size: int) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o600 << 16
-    offset = zf.fp.tell()
-    zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile adds a 20-byte zip64 extra then
-    base = offset + 30 + len(name.encode("utf-8")) + 4 + (20 if zip64 else 0)
-    pad = (-base) % _ALIGN
-    info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # 'FB' padding, as torch
-    return info
-
-
-def save(obj, path, archive_name: str = "archive") -> None:
-    """Write `obj` (nested dict / OrderedDict of numpy arrays, plus plain scalars) in torch's
-    zip format, loadable by `torch.load` (also with weights_only=True) and by `load()`."""
-    writer = _PickleWriter()
-    pkl = writer.dump(obj)
-    records = [("data.pkl", pkl), ("byteorder", b"little")]
-    records += [(f"data/{key}", raw) for key, raw, _, _ in writer.storages]
-    records.append(("version", b"3\n"))
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for rel, data in records:
-            name = f"{archive_name}/{rel}"
-            zf.writestr(_aligned_info(zf, name, len(data)), data)
+    def load(self):
+        root = self.root
+        byteorder = "little"
+        if f"{root}/byteorder" in self.infos:
+            byteorder = self.read_small(f"{root}/byteorder", 16).decode("ascii", "replace")
+            byteorder = byteorder.strip()
+            if byteorder not in ("little", "big"):
+                raise TorchFormatError(f"{self.name}: unknown byteorder {byteorder!r}")
+        little = byteorder == "little"
+        data = self.read_small(f"{root}/data.pkl", MAX_PICKLE_BYTES)
+        return loads_pickle(data, lambda key, dtype, numel: self.storage(key, dtype, numel,
+                                                                          little))

@@ -14,7 +14,9 @@ What each file gets (`FileReport.action`):
     convert  PIL reads it but TensorFlow would mis-decode it (alpha, 16-bit, CMYK, EXIF
              rotation, 8-bit BMP, content that is not JPEG/PNG/GIF/BMP/WebP): an 8-bit RGB
              PNG copy is used instead
-    skip     unusable: unreadable, empty, truncated or corrupt, not an image, too large
+    skip     unusable: unreadable, empty, truncated or corrupt, not an image, too large (the
+             pixel budget of common/images.py, read from the headers of every frame before
+             anything is decoded)
     ignore   not a training file: folders, hidden files, other extensions
 
 This module only needs PIL and numpy (no TensorFlow), so the check phase is quick.
@@ -25,15 +27,17 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import io
 import os
 import re
 import time
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
+from ugatit_tf.common.files import IMAGE_EXTENSIONS, write_bytes_atomic
+from ugatit_tf.common.images import (DEFAULT_MAX_PIXELS, ImageHeader, ImageRejected,
+                                     read_image_header_file, to_rgb8)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DOMAINS = ("trainA", "trainB", "testA", "testB")
 TRAIN_DOMAINS = ("trainA", "trainB")
 
@@ -43,7 +47,7 @@ OTHER_IMAGE_EXTENSIONS = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".
                           ".cr2", ".nef", ".arw", ".dng", ".tga", ".exr", ".hdr", ".jfif")
 
 # Decompression-bomb guards: larger images are skipped without being decoded.
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = DEFAULT_MAX_PIXELS  # largest frame x frames, from the headers
 MAX_BYTES = 100 * 1024 * 1024
 # Smaller than this (shorter side) is worth a warning: max(16, img_size // 4).
 TINY_MIN = 16
@@ -191,6 +195,29 @@ def _png_bit_depth(head: bytes) -> int | None:
     return None
 
 
+def _too_large(header: ImageHeader, max_pixels: int) -> str:
+    limit = f"limit {max_pixels / 1e6:g} Mpx"
+    if header.frames <= 1 and header.pixels == header.width * header.height:
+        return f"too large: {header.width}x{header.height} pixels ({limit})"
+    frames = f"{header.frames} frame{'s' if header.frames != 1 else ''}"
+    return (f"too large: {header.format} of {header.width}x{header.height} with {frames} of up "
+            f"to {header.max_frame_pixels:,} pixels = {header.pixels:,} pixels ({limit}, "
+            f"frames x largest frame)")
+
+
+def _header_problem(path: str, max_pixels: int) -> FileReport | None:
+    """A "huge" report when the headers of all frames declare more than `max_pixels`; None
+    otherwise (also when the headers cannot be read: PIL then says what is wrong)."""
+    try:
+        header = read_image_header_file(path)
+    except (ImageRejected, OSError):
+        return None
+    if header.pixels <= max_pixels:
+        return None
+    return _report(path, [("huge", _too_large(header, max_pixels))], width=header.width,
+                   height=header.height, format=header.format.upper())
+
+
 def scan_file(path: str, img_size: int, max_pixels: int = MAX_PIXELS,
               max_bytes: int = MAX_BYTES) -> FileReport:
     """Classify one file with an image extension (call inside `pil_guard`)."""
@@ -205,6 +232,9 @@ def scan_file(path: str, img_size: int, max_pixels: int = MAX_PIXELS,
     if size > max_bytes:
         return _report(path, [("huge", f"too large: {size:,} bytes (limit {max_bytes:,} "
                                        f"bytes)")])
+    huge = _header_problem(path, max_pixels)
+    if huge:
+        return huge
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -334,39 +364,13 @@ def scan_folder(folder: str, img_size: int, max_pixels: int = MAX_PIXELS,
 # Conversion (training and test time use the same pixels)
 # ---------------------------------------------------------------------------
 
-def to_rgb8(im):
-    """A PIL image -> 8-bit RGB PIL image: first frame, EXIF orientation applied, 16-bit scaled
-    (x / 257), transparency flattened onto white, CMYK / palette / grayscale to RGB."""
-    from PIL import Image, ImageOps
-    if getattr(im, "n_frames", 1) > 1:
-        im.seek(0)
-    im = ImageOps.exif_transpose(im)
-    mode = im.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)
-    return im.convert("RGB")
-
-
 def convert_to_png(src: str, dst: str) -> None:
-    """Write an 8-bit RGB PNG copy of `src` at `dst` atomically (temp file + rename)."""
+    """Write an 8-bit RGB PNG copy of `src` (`to_rgb8`) at `dst` atomically."""
     from PIL import Image
-    folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(dst)}")
-    try:
-        with pil_guard(), Image.open(src) as im:
-            to_rgb8(im).save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with pil_guard(), Image.open(src) as im:
+        buffer = io.BytesIO()
+        to_rgb8(im).save(buffer, format="PNG", compress_level=1)
+    write_bytes_atomic(dst, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------
@@ -500,11 +504,17 @@ def check_folders(root: str, img_size: int, domains=DOMAINS, required=TRAIN_DOMA
     return DatasetReport(root, img_size, out, tuple(required), time.monotonic() - t0)
 
 
-def check_dataset(config, domains=DOMAINS) -> DatasetReport:
-    """Scan dataset_dir/dataset/{trainA,trainB,testA,testB} for `config.img_size`. The demo
-    data set is generated first if needed, as training would."""
+def require_demo_dataset(config) -> None:
+    """`--dataset demo` needs the committed demo data set: DataError with the command that
+    makes it when it is missing (the runtime never draws it itself)."""
     root = os.path.join(config.dataset_dir, config.dataset)
     if config.dataset == "demo" and not os.path.isdir(os.path.join(root, "trainA")):
-        from tools.demo_data import ensure_demo_dataset
-        ensure_demo_dataset(config.dataset_dir, "demo")
-    return check_folders(root, config.img_size, domains)
+        raise DataError(f"the demo data set is missing ({root}/trainA does not exist): run "
+                        f"python tools/make_demo_dataset.py --out {root}")
+
+
+def check_dataset(config, domains=DOMAINS) -> DatasetReport:
+    """Scan dataset_dir/dataset/{trainA,trainB,testA,testB} for `config.img_size`."""
+    require_demo_dataset(config)
+    return check_folders(os.path.join(config.dataset_dir, config.dataset), config.img_size,
+                         domains)

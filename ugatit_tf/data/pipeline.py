@@ -8,8 +8,9 @@ the original: with probability 1/2, a random horizontal flip, a resize to img_si
 (256 px) or + 15 (other sizes) and a random crop back. The pipeline is deterministic for a
 seed (stateless random ops seeded per element), and its iterator can be checkpointed.
 
-Before training, `domain_files` scans the training folders (datacheck.scan_folder): unusable
-files are left out with one warning line each, files TensorFlow would mis-decode (alpha, 16-bit,
+Before training, `domain_files` scans the training folders (data.check.scan_folder): unusable
+files (including images over the pixel budget, all frames counted from their headers) are left
+out with one warning line each, files TensorFlow would mis-decode (alpha, 16-bit,
 CMYK, EXIF-rotated, ...) are replaced by 8-bit RGB PNG copies written under
 checkpoint_dir/model_dir/converted_inputs/ (never into the data set), and a folder without a
 usable image fails before any model is built. If a file still fails to decode during the run
@@ -26,9 +27,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-# DataError, DOMAINS, IMAGE_EXTENSIONS and check_dataset are used from here by other modules
-from ugatit_tf.data.check import (CONVERT, DOMAINS, IGNORE, IMAGE_EXTENSIONS, SKIP, USE,  # noqa: F401
-                        DataError, check_dataset, convert_to_png, scan_folder, to_rgb8)
+from ugatit_tf.common import files, images
+from ugatit_tf.data.check import (CONVERT, IGNORE, SKIP, USE, DataError, convert_to_png,
+                                  require_demo_dataset, scan_folder)
 
 CONVERTED_DIR = "converted_inputs"
 
@@ -53,16 +54,15 @@ def ensure_output_folder(path: str, flag: str) -> str:
 
 
 def list_images(folder: str) -> list[str]:
-    """Sorted image files of a folder (non-recursive, hidden files skipped)."""
+    """Sorted image files of a data folder (common.files.list_images); DataError naming the
+    folder when it is missing or has none."""
     if not os.path.isdir(folder):
         raise DataError(f"data folder {folder} does not exist")
-    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-                   and os.path.isfile(os.path.join(folder, f)))
-    if not files:
+    found = files.list_images(folder)
+    if not found:
         raise DataError(f"data folder {folder} has no images "
-                        f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
-    return files
+                        f"({', '.join(e[1:] for e in files.IMAGE_EXTENSIONS)})")
+    return found
 
 
 def dataset_folder(config) -> str:
@@ -71,21 +71,19 @@ def dataset_folder(config) -> str:
 
 def domain_files(config, domains=("trainA", "trainB"), log=print) -> dict[str, list[str]]:
     """The image files of each domain; fails naming the folder before any model is built.
-    The demo data set is generated on first use. Training domains (trainA, trainB) are scanned
-    and prepared with `prepare_training_files`: what comes back is safe to feed to
-    `train_dataset`."""
+    A missing demo data set is a DataError naming tools/make_demo_dataset.py. Training
+    domains (trainA, trainB) are scanned and prepared with `prepare_training_files`: what comes
+    back is safe to feed to `train_dataset`."""
     root = dataset_folder(config)
-    if config.dataset == "demo" and not os.path.isdir(os.path.join(root, domains[0])):
-        from tools.demo_data import ensure_demo_dataset
-        ensure_demo_dataset(config.dataset_dir, "demo")
+    require_demo_dataset(config)
     if not os.path.isdir(root):
         raise DataError(f"data set folder {root} does not exist: expected "
                         f"{root}/trainA, trainB, testA, testB (see --dataset, --dataset_dir)")
-    files = {d: list_images(os.path.join(root, d)) for d in domains}
+    found = {d: list_images(os.path.join(root, d)) for d in domains}
     for d in domains:
         if d.startswith("train"):
-            files[d] = prepare_training_files(config, d, log=log)
-    return files
+            found[d] = prepare_training_files(config, d, log=log)
+    return found
 
 
 def converted_folder(config, domain: str) -> str:
@@ -222,16 +220,12 @@ def train_dataset(files: list[str], config, seed: int) -> tf.data.Dataset:
 # ---------------------------------------------------------------------------
 
 def load_rgb(path: str) -> np.ndarray:
-    """Any supported image file -> uint8 RGB with the same conversion as the training copies
-    (datacheck.to_rgb8: EXIF orientation applied, first GIF frame, 16-bit scaled by 1/257,
-    transparency flattened onto white, grayscale / CMYK / palette to RGB). Raises DataError
-    naming the file."""
-    from PIL import Image
+    """A test image: common.images.load_rgb (the training copies' conversion, refused over the
+    pixel budget before decoding), its refusals raised as DataError naming the file."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(to_rgb8(im))
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+        return images.load_rgb(path)
+    except images.ImageRejected as e:
+        raise DataError(f"cannot read image {e}") from e
 
 
 def to_model_input(rgb: np.ndarray, img_size: int) -> np.ndarray:
@@ -240,7 +234,3 @@ def to_model_input(rgb: np.ndarray, img_size: int) -> np.ndarray:
     img = cv2.resize(rgb, dsize=(img_size, img_size), interpolation=cv2.INTER_LINEAR)
     return img.astype(np.float32) / 127.5 - 1.0
 
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """The original's inverse transform and save: ((x + 1) / 2) * 255, truncated to uint8."""
-    return np.clip((np.asarray(image, np.float64) + 1.0) / 2.0 * 255.0, 0, 255).astype(np.uint8)

@@ -7,21 +7,21 @@ What is measured (both directions, with the latest checkpoint of the flags' mode
 
 * The test images are translated in memory with the test phase's preprocessing
   (``data.to_model_input``: cv2 bilinear resize to img_size, [-1, 1]) and the test phase's
-  output conversion (``data.to_uint8``), so the translations are the pixels that
+  output conversion (``to_uint8(x, "truncate")``), so the translations are the pixels that
   ``--phase test`` writes to result_dir/model_dir/A2B and B2A (up to float round-off of the
   batched convolutions, which can move a rare pixel by one level).
 * **KID x 100 (mean +- std) and FID** between the translations and the real test images of
   the target domain (A->B outputs vs testB, B->A outputs vs testA), the paper's protocol, on
-  2048-d InceptionV3 pool features (``evaluation.InceptionFeatureExtractor``). The real images
+  2048-d InceptionV3 pool features (``inception.InceptionFeatureExtractor``). The real images
   are taken as the model sees its inputs (resized to img_size, uint8), so that only the
   translation, not a resolution difference, is measured; with test images already at img_size
   (selfie2anime at 256) this is the paper's setting. KID averages the unbiased MMD^2 over
   ``KID_SUBSETS`` random subsets of ``min(1000, n)`` images (Binkowski et al.); when both sets
   have at most 1000 images every subset is the whole set and the std is 0 (the JSON says so
   with ``kid_subsets_identical``). FID: with at most 2048 images per set it is computed
-  exactly in the span of the samples (``fid_svd``: Tr sqrt(S1 S2) as a nuclear norm of an
-  n x n matrix; milliseconds instead of seconds, same value as ``evaluation.fid``), otherwise
-  ``evaluation.fid(method='eigh')``. With few images FID is strongly biased upwards (2048-d
+  exactly in the span of the samples (``metrics.fid_svd``: Tr sqrt(S1 S2) as a nuclear norm
+  of an n x n matrix; milliseconds instead of seconds, same value as sqrtm), otherwise with
+  ``method='eigh'`` (``metrics.fid(method='auto')``). With few images FID is strongly biased upwards (2048-d
   covariances from tens of images), so compare FIDs only at equal n.
   The same scores for the untranslated source images ("identity") show the domain gap the
   translation has to close.
@@ -80,14 +80,17 @@ import time
 
 import numpy as np
 
+from ugatit_tf.common.images import to_uint8
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.evaluate import metrics as ev
+from ugatit_tf.evaluate.folders import write_report
+from ugatit_tf.evaluate.inception import FEATURE_DIM, InceptionFeatureExtractor
+from ugatit_tf.evaluate.plots import write_eval_chart
 
 RANDOM_WEIGHTS = ("random", "none")  # --inception_weights values meaning weights=None
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
 KID_SEED = 0
-FID_METHOD = "eigh"  # evaluation.fid's method when there are more images than features
 TRANSLATE_BATCH = 16
 INCEPTION_BATCH = 32
 EVAL_FILE = "eval.json"
@@ -115,11 +118,11 @@ def inception_weights_arg(value):
     return value
 
 
-def make_extractor(config) -> ev.InceptionFeatureExtractor:
+def make_extractor(config) -> InceptionFeatureExtractor:
     """InceptionFeatureExtractor for config.inception_weights. Raises
-    evaluation.InceptionWeightsError (one clear line) when the weights are unavailable."""
-    return ev.InceptionFeatureExtractor(weights=inception_weights_arg(config.inception_weights),
-                                        batch_size=INCEPTION_BATCH, seed=0)
+    inception.InceptionWeightsError (one clear line) when the weights are unavailable."""
+    return InceptionFeatureExtractor(weights=inception_weights_arg(config.inception_weights),
+                                     batch_size=INCEPTION_BATCH, seed=0)
 
 
 def make_eval_cache(config) -> dict:
@@ -148,7 +151,7 @@ def _prepare_cache(cache: dict, config) -> dict:
     return cache
 
 
-def _extractor(cache: dict, config) -> ev.InceptionFeatureExtractor:
+def _extractor(cache: dict, config) -> InceptionFeatureExtractor:
     if cache.get("extractor") is None or cache.get("weights") != str(config.inception_weights):
         cache["extractor"] = make_extractor(config)
         cache["weights"] = str(config.inception_weights)
@@ -226,45 +229,6 @@ def load_test_data(config, log=print) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# FID for few images
-# ---------------------------------------------------------------------------
-
-def fid_method(n_real: int, n_fake: int, dim: int = ev.FEATURE_DIM) -> str:
-    return "svd" if max(n_real, n_fake) <= dim else FID_METHOD
-
-
-def fid_svd(features_real, features_fake) -> float:
-    """FID computed exactly in the span of the samples, for n <= feature dimension.
-
-    With centred features A (n1, D), B (n2, D) and covariances S1 = A^T A / (n1 - 1),
-    S2 = B^T B / (n2 - 1) (ddof=1, as evaluation.feature_statistics), the non-zero
-    eigenvalues of S1 S2 are the squared singular values of A B^T / sqrt((n1-1)(n2-1)), so
-    Tr sqrt(S1 S2) is that matrix's nuclear norm. Same value as evaluation.fid (sqrtm or
-    eigh) up to round-off, in milliseconds instead of seconds for D = 2048 (and without the
-    round-off of the D - n zero eigenvalues)."""
-    real = np.asarray(features_real, np.float64)
-    fake = np.asarray(features_fake, np.float64)
-    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"expected (N, D) features of equal D; got {real.shape}, {fake.shape}")
-    if len(real) < 2 or len(fake) < 2:
-        raise ValueError("FID needs at least 2 samples per set")
-    mu1, mu2 = real.mean(axis=0), fake.mean(axis=0)
-    a, b = real - mu1, fake - mu2
-    c1, c2 = len(a) - 1, len(b) - 1
-    nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt(c1 * c2)
-    diff = mu1 - mu2
-    return float(diff @ diff + np.sum(a * a) / c1 + np.sum(b * b) / c2 - 2.0 * nuclear)
-
-
-def fid(features_real, features_fake) -> float:
-    """fid_svd when both sets have at most D images, else evaluation.fid(method='eigh')."""
-    n_real, n_fake = len(features_real), len(features_fake)
-    if fid_method(n_real, n_fake, np.shape(features_real)[1]) == "svd":
-        return fid_svd(features_real, features_fake)
-    return ev.fid(features_real, features_fake, method=FID_METHOD)
-
-
-# ---------------------------------------------------------------------------
 # Translation and scores
 # ---------------------------------------------------------------------------
 
@@ -278,14 +242,14 @@ def _translators(nets, config) -> dict:
 
 def translate(fn, inputs: np.ndarray, batch_size: int = TRANSLATE_BATCH,
               progress=None) -> np.ndarray:
-    """Run a generator over [-1, 1] inputs in batches; uint8 outputs via data.to_uint8 (the
-    pixels the test phase saves)."""
+    """Run a generator over [-1, 1] inputs in batches; uint8 outputs truncated as the test
+    phase saves them (common.images.to_uint8(x, "truncate"))."""
     import tensorflow as tf
 
     outputs = []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start:start + batch_size]
-        outputs.append(data_lib.to_uint8(fn(tf.constant(batch)).numpy()))
+        outputs.append(to_uint8(fn(tf.constant(batch)).numpy(), "truncate"))
         if progress is not None:
             progress(len(batch))
     return np.concatenate(outputs, axis=0)
@@ -402,9 +366,9 @@ def evaluate_networks(nets, config, cache: dict | None = None, log=None,
             "kid_x100_std": 100.0 * kid_std,
             "kid_subset_size": int(m),
             "kid_subsets_identical": bool(m == len(real) == len(fake)),
-            "fid": fid(real, fake),
+            "fid": ev.fid(real, fake, method="auto"),
             "identity": {"kid_x100": 100.0 * id_mean, "kid_x100_std": 100.0 * id_std,
-                         "fid": fid(real, source_features)},
+                         "fid": ev.fid(real, source_features, method="auto")},
             "paired": (paired_report(outputs, test[source]["views"], pairs,
                                      test[target]["views"])
                        if pairs is not None and pairs["truth"] is not None else None),
@@ -418,7 +382,8 @@ def evaluate_networks(nets, config, cache: dict | None = None, log=None,
         "inception_weights": config.inception_weights,
         "inception_weights_path": extractor.weights_path,
         "inception_random": weights is None,
-        "fid_method": fid_method(len(test["testA"]["inputs"]), len(test["testB"]["inputs"])),
+        "fid_method": ev.fid_method(len(test["testA"]["inputs"]), len(test["testB"]["inputs"]),
+                                    FEATURE_DIM),
         "kid_n_subsets": KID_SUBSETS,
         "kid_seed": KID_SEED,
         "directions": directions,
@@ -446,7 +411,7 @@ def run_eval(config, log=print, checkpoint: str | None = None, progress: bool = 
     """``--phase eval``: load the latest checkpoint (or ``checkpoint``), score both
     directions, write result_dir/model_dir/eval.json atomically, log a table; returns the
     report. Errors: data.DataError, checkpoints.CheckpointError,
-    evaluation.InceptionWeightsError (one-line messages for main)."""
+    inception.InceptionWeightsError (one-line messages for main)."""
     from ugatit_tf.model.checkpoints import load_networks
 
     config.validate()
@@ -473,7 +438,8 @@ def run_eval(config, log=print, checkpoint: str | None = None, progress: bool = 
         "config": config.to_dict(),
     }
     path = os.path.join(config.result_dir, config.model_dir, EVAL_FILE)
-    ev.write_json_atomic(path, report)
+    write_report(path, report)
+    report["chart"] = write_eval_chart(report, os.path.splitext(path)[0] + ".png")
     report["path"] = path
     log(format_report(report))
     log(f" [*] Evaluation written to {path}")

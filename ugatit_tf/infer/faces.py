@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
+
+from ugatit_tf.common.files import atomic_write
 
 __all__ = [
     "Face",
@@ -37,7 +38,6 @@ __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_CENTER_Y",
     "DEFAULT_FEATHER",
-    "load_image",
     "save_image",
     "as_rgb_uint8",
     "nms",
@@ -74,7 +74,7 @@ class CascadeNotFoundError(RuntimeError):
 
 
 class ImageLoadError(ValueError):
-    """An image file could not be read or decoded."""
+    """A video could not be read (images: common.images.load_rgb raises ImageRejected)."""
 
 
 # --------------------------------------------------------------------------
@@ -104,70 +104,19 @@ def as_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_image(path: PathLike) -> np.ndarray:
-    """Load an image file as RGB uint8, honouring the EXIF orientation tag.
-
-    Transparent images are composited onto white.  Raises ``ImageLoadError``
-    (a ``ValueError``) naming the file if it is missing or cannot be decoded.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(f"cannot read image '{path}': file does not exist")
-    if path.is_dir():
-        raise ImageLoadError(f"cannot read image '{path}': it is a directory")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (
-                im.mode == "P" and "transparency" in im.info
-            ):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.float64)
-                hi = a.max() if a.size and a.max() > 255 else 255.0
-                return as_rgb_uint8(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8))
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageLoadError(
-            f"cannot read image '{path}': {type(e).__name__}: {e}"
-        ) from e
-    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ImageLoadError(f"cannot read image '{path}': empty image")
-    return np.ascontiguousarray(rgb)
-
-
 def save_image(path: PathLike, rgb: np.ndarray) -> Path:
-    """Write ``rgb`` atomically (temp file in the same folder + ``os.replace``).
-
-    The format follows the extension (PNG recommended).  Returns the path.
-    """
+    """Write ``rgb`` atomically (common.files.atomic_write); the format follows the extension
+    (PNG recommended). Returns the path."""
     from PIL import Image
 
+    from ugatit_tf.common.files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rgb = as_rgb_uint8(rgb)
-    suffix = path.suffix or ".png"
-    fmt = Image.registered_extensions().get(suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(
-        dir=str(path.parent), prefix=f".{path.stem}.", suffix=".tmp" + suffix
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            opts = {"compress_level": 3} if fmt == "PNG" else (
-                {"quality": 95} if fmt in ("JPEG", "WEBP") else {})
-            Image.fromarray(rgb).save(f, format=fmt, **opts)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    fmt = Image.registered_extensions().get((path.suffix or ".png").lower(), "PNG")
+    opts = {"compress_level": 3} if fmt == "PNG" else (
+        {"quality": 95} if fmt in ("JPEG", "WEBP") else {})
+    atomic_write(path, lambda f: Image.fromarray(rgb).save(f, format=fmt, **opts))
     return path
 
 

@@ -13,6 +13,11 @@ Typical use (what ``main.py --phase test --input PATH`` does)::
 
     summary = translate_paths(PATH, "results/test", translate=fn, img_size=256,
                               face_crop=True, paste_back=True, fallback="center")
+
+Paths are checked before anything is read or written (``PathError``, one line: a missing
+``--input``, a FIFO or device, an ``--output`` that is an existing file), and each photo is
+refused before decoding when its headers declare more than the pixel budget
+(common.images.load_rgb; the refusal is listed among the failed files).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ugatit_tf.common.files import PHOTO_EXTENSIONS as IMAGE_EXTENSIONS
+from ugatit_tf.common.files import VIDEO_EXTENSIONS, PathError, check_path_kind, path_kind
+from ugatit_tf.common.images import DEFAULT_MAX_PIXELS, load_rgb, to_uint8
 from ugatit_tf.common.progress import ProgressBar
 from ugatit_tf.infer import faces as F
 
@@ -50,8 +58,6 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 TranslateFn = Callable[[np.ndarray], object]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 FALLBACKS = ("error", "center")
 
 
@@ -115,10 +121,6 @@ def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "numpy"):
         x = x.numpy()
     return np.asarray(x)
-
-
-def _to_uint8(batch: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint((batch.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 class PhotoTranslator:
@@ -193,7 +195,7 @@ class PhotoTranslator:
                 raise ValueError(
                     f"translate returned images of shape {imgs.shape}, expected "
                     f"[{len(chunk)}, H, W, 3]")
-            imgs = _to_uint8(imgs)
+            imgs = to_uint8(imgs)
             if imgs.shape[-1] == 1:
                 imgs = np.repeat(imgs, 3, axis=-1)
             for im in imgs:
@@ -286,23 +288,25 @@ def is_video(p: PathLike) -> bool:
 def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
     """Expand a file, a folder (non-recursive, image extensions, hidden files
     skipped) or a glob pattern (``**`` allowed) -- or a list of those -- to a
-    sorted, de-duplicated list of files.  Raises ``FileNotFoundError`` when
+    sorted, de-duplicated list of regular files.  Raises ``PathError`` (one line
+    naming --input) for a missing path, a FIFO, device or socket, or when
     nothing matches."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     found: List[Path] = []
     for item in items:
         p = Path(item).expanduser()
-        if p.is_file():
+        kind = path_kind(p)
+        if kind == "file":
             found.append(p)
-        elif p.is_dir():
+        elif kind == "folder":
             found.extend(sorted(q for q in p.iterdir()
                                 if q.is_file() and _is_image(q) and not q.name.startswith(".")))
-        elif _glob.has_magic(str(item)):
+        elif kind == "missing" and _glob.has_magic(str(item)):
             found.extend(sorted(Path(q) for q in _glob.glob(os.path.expanduser(str(item)),
                                                             recursive=True)
                                 if os.path.isfile(q)))
         else:
-            raise FileNotFoundError(f"input '{item}' does not exist")
+            check_path_kind(p, "--input", ("file", "folder"), "an image, a video or a folder")
     seen, out = set(), []
     for p in found:
         key = os.path.realpath(p)
@@ -310,7 +314,8 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
             seen.add(key)
             out.append(p)
     if not out:
-        raise FileNotFoundError(f"no input images found for {inputs!s}")
+        raise PathError(f"--input {inputs!s}: no images or videos found there "
+                        f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
     return out
 
 
@@ -334,8 +339,13 @@ def _output_names(paths: Sequence[Path]) -> List[str]:
 
 
 def _check_output_dir(output_dir: Path, inputs: Sequence[Path]) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"output path '{output_dir}' exists and is not a folder")
+    """PathError unless `output_dir` is a folder or can be made one (its first existing
+    ancestor a folder), and no input lives in it."""
+    check_path_kind(output_dir, "--output", ("folder", "missing"), "a folder")
+    parent = output_dir.absolute().parent
+    while path_kind(parent) == "missing":
+        parent = parent.parent
+    check_path_kind(parent, "--output", ("folder",), "a folder")  # names the ancestor
     out_real = os.path.realpath(output_dir)
     for p in inputs:
         if os.path.realpath(p.parent) == out_real:
@@ -381,7 +391,8 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
                     face_crop: bool = True, paste_back: bool = True,
                     fallback: str = "error", detector: Optional[F.FaceDetector] = None,
                     write_sheet: bool = True, video_face_crop: Optional[bool] = None,
-                    progress: bool = True, stream=None, verbose: bool = True) -> Summary:
+                    progress: bool = True, stream=None, verbose: bool = True,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Summary:
     """Translate a file, a folder (non-recursive) or a glob pattern.
 
     Writes ``NAME_translated.png`` and (``write_sheet``) ``NAME_sheet.png``
@@ -390,7 +401,8 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
     (in face mode their frames without a face are centre-cropped with
     ``fallback='center'`` and copied unchanged otherwise).
     Refuses an ``output_dir`` that is the folder of any input (so inputs are
-    never overwritten).  Per-file errors (unreadable file, no face found...)
+    never overwritten), or that is a file, FIFO or device (``PathError``).
+    Per-file errors (unreadable file, over ``max_pixels``, no face found...)
     are recorded in the returned ``Summary`` and the remaining files are
     processed.  Pass either ``translate`` + options or a ready ``translator``.
     """
@@ -427,7 +439,7 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
                     progress=False)
                 summary.ok.append((str(path), [vs.output]))
             else:
-                rgb = F.load_image(path)
+                rgb = load_rgb(path, max_pixels)
                 res = translator.translate_photo(rgb, source=path)
                 outs = [str(F.save_image(safe_target(f"{name}_translated.png"), res.output))]
                 if write_sheet and res.sheet is not None:

@@ -7,21 +7,27 @@
 
 The checkpoint object has the original's names: generator_B (A->B), generator_A (B->A),
 discriminator_A, discriminator_B, plus G_optim, D_optim and `step` when training.
+Finding a checkpoint and the flags it was trained with (`resolve_checkpoint`) reads only
+config.json and the state file, without TensorFlow, so a wrong path fails in a blink.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import shlex
 
-import keras
-import tensorflow as tf
-
+from ugatit_tf.common.files import write_json_atomic
 from ugatit_tf.config import Config
-from ugatit_tf.model.networks import Networks
 
 CONFIG_FILE = "config.json"
+STATE_FILE = "checkpoint"  # tf.train.CheckpointManager's list of checkpoints
+# The flags a checkpoint brings along when they are not given: the architecture, the image
+# size and the ones that name its folder (model_dir).
+CHECKPOINT_FLAGS = Config.ARCHITECTURE_FLAGS + (
+    "img_size", "dataset", "gan_type", "n_critic", "adv_weight", "cycle_weight",
+    "identity_weight", "cam_weight")
 
 
 class CheckpointError(RuntimeError):
@@ -32,14 +38,9 @@ def model_checkpoint_dir(config: Config) -> str:
     return os.path.join(config.checkpoint_dir, config.model_dir)
 
 
-def make_optimizer(config: Config, name: str) -> keras.optimizers.Adam:
-    """Adam as in the original: lr, beta1 0.5, beta2 0.999, epsilon 1e-8 (TF1's default).
-    The learning rate is a variable so that decay and resume restore it exactly."""
-    return keras.optimizers.Adam(learning_rate=config.lr, beta_1=0.5, beta_2=0.999,
-                                 epsilon=1e-8, name=name)
-
-
-def make_checkpoint(nets: Networks, g_optim=None, d_optim=None, **extra) -> tf.train.Checkpoint:
+def make_checkpoint(nets, g_optim=None, d_optim=None, **extra):
+    """The tf.train.Checkpoint of `nets` (a Networks) with the original's names."""
+    import tensorflow as tf
     objects = {"generator_B": nets.genA2B, "generator_A": nets.genB2A}
     if nets.disA is not None:
         objects["discriminator_A"] = nets.disA
@@ -52,23 +53,6 @@ def make_checkpoint(nets: Networks, g_optim=None, d_optim=None, **extra) -> tf.t
     return tf.train.Checkpoint(**objects)
 
 
-def write_json_atomic(path: str, obj) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_config(folder: str, config: Config) -> None:
     write_json_atomic(os.path.join(folder, CONFIG_FILE), config.to_dict())
 
@@ -79,9 +63,12 @@ def read_config(folder: str) -> dict | None:
         return None
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+            saved = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from e
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"cannot read {path}: not a JSON object of flags")
+    return saved
 
 
 def check_config_matches(config: Config, folder: str) -> None:
@@ -99,10 +86,106 @@ def check_config_matches(config: Config, folder: str) -> None:
 
 
 def latest_checkpoint(folder: str) -> str | None:
-    return tf.train.latest_checkpoint(folder) if os.path.isdir(folder) else None
+    """The newest checkpoint prefix listed in `folder`'s state file whose index exists (like
+    tf.train.latest_checkpoint, without TensorFlow), or None."""
+    try:
+        with open(os.path.join(folder, STATE_FILE)) as f:
+            state = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state, re.MULTILINE)
+    if not match:
+        return None
+    listed = match.group(1)
+    for prefix in (os.path.join(folder, listed), os.path.join(folder, os.path.basename(listed))):
+        if os.path.isfile(prefix + ".index"):
+            return prefix
+    return None
 
 
-def build_optimizers(nets: Networks, g_optim, d_optim) -> None:
+def locate_checkpoint(path: str) -> str:
+    """The checkpoint prefix of a --checkpoint PATH: a checkpoint folder (the newest of its
+    checkpoints), a `ckpt-N` prefix or a converted release folder. Raises CheckpointError
+    naming the path when it is none of these."""
+    if not os.path.exists(path) and not os.path.isfile(path + ".index"):
+        raise CheckpointError(f"--checkpoint {path} does not exist")
+    prefix = latest_checkpoint(path) if os.path.isdir(path) else (
+        path if os.path.isfile(path + ".index") else None)
+    if prefix is None:
+        raise CheckpointError(
+            f"--checkpoint {path} is not a checkpoint: give a checkpoint folder (it holds a "
+            f"'checkpoint' file), a ckpt-N prefix (ckpt-N.index beside it) or a folder written "
+            f"by tools/convert_checkpoint.py")
+    if read_config(os.path.dirname(prefix)) is None:
+        raise CheckpointError(
+            f"--checkpoint {path} has no {CONFIG_FILE} beside it, so it was not written by this "
+            f"port (the original's release?): convert it first with python "
+            f"tools/convert_checkpoint.py --source tf1 --checkpoint {prefix} --dataset NAME")
+    return prefix
+
+
+def resolve_checkpoint(config: Config, given=frozenset(), log=print) -> Config:
+    """The config to run a checkpoint with, its prefix in `checkpoint`.
+
+    The checkpoint is --checkpoint, else the newest one of checkpoint_dir/model_dir. The flags
+    of CHECKPOINT_FLAGS not in `given` (the names given on the command line) come from its
+    config.json; a given architecture flag that contradicts it raises CheckpointError naming
+    the flag. A light model may run at another --img_size: said in one line, and its results
+    go to result_dir/SIZEpx so that they never overwrite those of the trained size."""
+    prefix = (locate_checkpoint(config.checkpoint) if config.checkpoint
+              else latest_checkpoint(model_checkpoint_dir(config)))
+    if prefix is None:
+        raise CheckpointError(no_checkpoint_message(config, given))
+    folder = os.path.dirname(prefix)
+    saved = read_config(folder) or {}
+    config = config.replace(checkpoint=prefix, **{
+        n: saved[n] for n in CHECKPOINT_FLAGS if n in saved and n not in given})
+    check_config_matches(config, folder)
+    trained = saved.get("img_size", config.img_size)
+    if trained != config.img_size:  # only a light model gets here
+        config = config.replace(result_dir=os.path.join(config.result_dir,
+                                                        f"{config.img_size}px"))
+        log(f" [*] The light model {folder} was trained at --img_size {trained}; running it at "
+            f"{config.img_size} px, results in {config.result_dir}")
+    return config
+
+
+def no_checkpoint_message(config: Config, given=frozenset()) -> str:
+    """What to do when checkpoint_dir/model_dir holds no checkpoint: the exact command for each
+    checkpoint of the same data set, else how to make one."""
+    folder = model_checkpoint_dir(config)
+    found = dataset_checkpoints(config.checkpoint_dir, config.dataset)
+    if not found:
+        return (f"no checkpoint found in {folder}: train first (python main.py --phase train "
+                f"--dataset {config.dataset} ...) or convert released weights with "
+                f"tools/convert_checkpoint.py")
+    keep = ["phase"] + [n for n in sorted(given) if n not in CHECKPOINT_FLAGS + (
+        "phase", "checkpoint", "checkpoint_dir")]
+    words = ["python", "main.py"] + [w for n in keep for w in (f"--{n}", str(getattr(config, n)))]
+    commands = [shlex.join(words + ["--checkpoint", path]) for path in found]
+    return (f"no checkpoint found in {folder} (the flags name that folder); to use a checkpoint "
+            f"of --dataset {config.dataset}: " + " ; ".join(commands))
+
+
+def dataset_checkpoints(checkpoint_dir: str, dataset: str) -> list[str]:
+    """Checkpoint folders under `checkpoint_dir` whose config.json names `dataset`."""
+    try:
+        names = sorted(os.listdir(checkpoint_dir))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        folder = os.path.join(checkpoint_dir, name)
+        try:
+            saved = read_config(folder)
+        except CheckpointError:
+            continue
+        if saved and saved.get("dataset") == dataset and latest_checkpoint(folder):
+            found.append(folder)
+    return found
+
+
+def build_optimizers(nets, g_optim, d_optim) -> None:
     """Create the Adam slots now, so a checkpoint can restore them before the first step."""
     g_vars = [v for m in nets.generators for v in m.trainable_variables]
     d_vars = [v for m in nets.discriminators for v in m.trainable_variables]
@@ -110,17 +193,18 @@ def build_optimizers(nets: Networks, g_optim, d_optim) -> None:
     d_optim.build(d_vars)
 
 
-def load_networks(config: Config, discriminators: bool = False,
-                  checkpoint: str | None = None) -> tuple[Networks, str]:
-    """Build the networks and restore the latest checkpoint of `config` (or the given
-    checkpoint prefix). Raises CheckpointError with what to do when there is none."""
+def load_networks(config: Config, discriminators: bool = False, checkpoint: str | None = None):
+    """Build the networks (a Networks) and restore the given checkpoint prefix, else
+    config.checkpoint, else the latest checkpoint of `config`; returns (networks, prefix).
+    Raises CheckpointError with what to do when there is none."""
+    import tensorflow as tf
+
+    from ugatit_tf.model.networks import Networks
     folder = model_checkpoint_dir(config)
-    prefix = checkpoint or latest_checkpoint(folder)
+    prefix = checkpoint or (locate_checkpoint(config.checkpoint) if config.checkpoint
+                            else latest_checkpoint(folder))
     if prefix is None:
-        raise CheckpointError(
-            f"no checkpoint found in {folder}: train first (python main.py --phase train "
-            f"--dataset {config.dataset} ...) or convert released weights with "
-            f"tools/convert_checkpoint.py, and pass the same flags (--light, --ch, ...)")
+        raise CheckpointError(no_checkpoint_message(config))
     check_config_matches(config, os.path.dirname(prefix) or folder)
     nets = Networks(config, discriminators=discriminators)
     ckpt = make_checkpoint(nets)

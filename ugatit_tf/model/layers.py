@@ -523,12 +523,13 @@ class _BareKernel(keras.layers.Layer):
 
 def nearest_upsample_2x(x):
     """Nearest-neighbour x2 upsampling (each pixel repeated 2x2), as TF1's
-    resize_nearest_neighbor and torch's Upsample(scale_factor=2, mode='nearest')."""
+    resize_nearest_neighbor and torch's Upsample(scale_factor=2, mode='nearest'). Written with
+    4-D ops only (CONCATENATION + RESHAPE), which every TFLite kernel accepts (int8
+    STRIDED_SLICE rejects the 6-D broadcast form)."""
     dynamic = tf.shape(x)
     n, h, w, c = [x.shape[i] if x.shape[i] is not None else dynamic[i] for i in range(4)]
-    x = x[:, :, None, :, None, :]
-    x = tf.broadcast_to(x, [n, h, 2, w, 2, c])
-    return tf.reshape(x, [n, h * 2, w * 2, c])
+    x = tf.reshape(tf.concat([x, x], axis=-1), [n, h, w * 2, c])   # repeat each column
+    return tf.reshape(tf.concat([x, x], axis=2), [n, h * 2, w * 2, c])  # repeat each row
 
 
 def fold_cam_halves(kernel, w_gap, w_gmp):

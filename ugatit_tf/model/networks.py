@@ -18,7 +18,12 @@ import tensorflow as tf
 from ugatit_tf.config import Config, conv_pads, discriminator_layer_counts
 from ugatit_tf.model.layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry, InstanceNorm,
                      nearest_upsample_2x, wide)
-from ugatit_tf.model.layers import nearest_upsample_2x as _layers_upsample
+
+# How the decoder computes "nearest x2 upsample, reflect pad, conv 3x3" (same values up to
+# float rounding): "fused" as one sub-pixel (transposed) convolution that never builds the
+# upsampled map (the default: fastest, used for training and inference); "repeat" as the
+# original's separate steps with 4-D ops only, which TFLite's builtin kernels (int8 too) run.
+UPSAMPLE_MODES = ("fused", "repeat")
 
 
 def _pads(kernel, stride, pad, variant):
@@ -111,8 +116,9 @@ class MLP(keras.layers.Layer):
 class Generator(keras.Model):
     """ResNet generator with CAM attention and AdaLIN.
 
-    call(x, training=False) -> (image [N,H,W,3] in [-1,1], cam_logit [N,2], heatmap [N,h,w])
-    (heatmap: channel sum of the attention-weighted bottleneck, at 1/4 resolution)."""
+    call(x, training=False, upsample="fused") -> (image [N,H,W,3] in [-1,1], cam_logit [N,2],
+    heatmap [N,h,w]) (heatmap: channel sum of the attention-weighted bottleneck, at 1/4
+    resolution). `upsample` is one of UPSAMPLE_MODES: the TFLite exporter asks for "repeat"."""
 
     def __init__(self, config: Config, **kwargs):
         super().__init__(**kwargs)
@@ -168,7 +174,9 @@ class Generator(keras.Model):
             x = block(x)
         return x
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, upsample="fused"):
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, not {upsample!r}")
         x = self.encode(x)
         # CAM's two scaled copies of x and the 1x1 conv over their concatenation, folded
         # into one 1x1 conv over x (Conv(cam_halves=True)): same math, half the FLOPs
@@ -179,10 +187,9 @@ class Generator(keras.Model):
         for block in self.ada_resblocks:
             x = block(x, gamma, beta)
         for conv, norm in zip(self.up_convs, self.up_norms):
-            if nearest_upsample_2x is _layers_upsample:
-                # nearest x2 + reflect pad + conv3x3 as one sub-pixel convolution
+            if upsample == "fused":
                 x = conv(x, upsample=True)
-            else:  # an exporter swapped in its own upsampling op: use it as written
+            else:
                 x = conv(nearest_upsample_2x(x))
             x = tf.nn.relu(norm(x))
         x = tf.tanh(wide(self.g_logit(x)))

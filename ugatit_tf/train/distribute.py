@@ -1,60 +1,8 @@
 """Data-parallel training, mixed precision and XLA for the trainer (`--strategy`,
-`--mixed_precision`, `--jit_compile`).
-
-Distribution
-------------
-`--strategy default` runs on one device. `mirrored` is tf.distribute.MirroredStrategy over all
-local GPUs (or, without GPUs, all logical CPU devices); `multiworker` is
-MultiWorkerMirroredStrategy with the cluster described by the TF_CONFIG environment variable
-(one process per worker; see `worker_tf_config`).
-
-`--batch_size` is the GLOBAL batch: with R replicas in sync each replica trains on
-batch_size / R images (batch_size must be a multiple of R). Results equal one device with the
-same global batch, up to float rounding:
-
-- every loss of the original is a mean over the batch, so each replica scales its losses by
-  1/R (`Sharding.scale`); Keras' optimizers SUM the replicas' gradients, so the applied
-  gradient is the gradient of the global mean. The L2 weight penalty is also added with 1/R
-  in each replica, i.e. once in total;
-- every worker reads the same global batch from its own copy of the (seeded, deterministic)
-  input pipeline and each replica takes its own slice of it (`Sharding.share`). So the data
-  iterators stay ordinary tf.data iterators: they are checkpointed as before and a run
-  resumes on any number of replicas (or on one device) at exactly the same position. The
-  price is that each worker decodes the whole global batch, which is small next to a step of
-  this model (a few milliseconds per image);
-- random numbers of the gradient penalties (wgan-gp, wgan-lp, dragan) are drawn for the whole
-  global batch before the replicas split it, from the trainer's checkpointed generator
-  (dragan's noise scale is the per-replica batch's standard deviation, as in any
-  data-parallel implementation: the only loss that is not exactly the one-device value);
-- spectral norm's `u` (and torch's `v`) is assigned inside the forward pass of every replica.
-  It depends only on the kernel and the previous `u`, which are identical on all replicas, so
-  every replica computes the same value; the variables are ONLY_FIRST_REPLICA-aggregated,
-  which keeps the copies identical without communication. The same holds for the rho
-  constraint (ClipRho), which Keras applies inside each replica after the update.
-
-Checkpoints are written by the chief (worker 0) into checkpoint_dir; the other workers write
-theirs into a temporary folder that is deleted at once (as TensorFlow recommends: every
-worker takes part in saving). Samples, TensorBoard logs and config.json come from the chief
-only. All workers restore from the chief's checkpoint_dir, so for multi-worker resume it must
-be a shared (or identically copied) folder; the trainer checks that all workers resumed at
-the same iteration. A checkpoint written by any strategy loads on one device
-(`checkpoints.load_networks`) and resumes with any other strategy.
-
-XLA (`--jit_compile True`) compiles the update of each step (losses, gradients, optimizer)
-on one replica; with several replicas it is refused (XLA cannot compile the cross-replica
-synchronisation inside the step). The gradient penalties' random numbers are drawn outside
-the compiled part: XLA's random number generators give other numbers than TensorFlow's
-for the same generator state, and drawing them outside keeps XLA and plain runs identical.
-
-Mixed precision
----------------
-`mixed_bfloat16` / `mixed_float16` set the Keras dtype policy while the networks are built:
-variables stay float32, convolutions and dense layers run in the half type (layers.py casts
-their float32 kernels to the input's dtype), and the instance/layer norm statistics, the
-AdaLIN/LIN mixing, CAM logits, spectral norm's power iteration, network outputs and all
-losses are float32. float16 uses keras.optimizers.LossScaleOptimizer (dynamic loss scaling);
-with several replicas, a non-finite gradient on any replica makes all replicas skip the step
-together.
+`--mixed_precision`, `--jit_compile`): the tf.distribute strategy, how the global batch is shared
+out over the replicas and their losses summed back, the Keras dtype policy the networks are
+built under, and the non-chief workers' share of a checkpoint save. docs/training.md explains
+why a distributed run equals one device with the same global batch, up to float rounding.
 """
 
 from __future__ import annotations

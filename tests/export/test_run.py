@@ -1,0 +1,106 @@
+"""ugatit_tf.export.run.export_models: from a checkpoint to the SavedModel, models.config,
+README and TFLite files; options from Config; argument errors before any work."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.export.helpers import SIZE, encode, rgb, tiny_config
+from ugatit_tf.config import Config
+from ugatit_tf.export import run as ex
+from ugatit_tf.export.pixels import resize_uint8
+from ugatit_tf.export.saved_model import ExportError
+from ugatit_tf.export.tflite import QUANTIZATIONS, non_builtin_ops, run_tflite, tflite_ops
+from ugatit_tf.model.checkpoints import make_checkpoint, model_checkpoint_dir, write_config
+from ugatit_tf.model.networks import Networks
+
+def _checkpointed(tmp_path, **changes):
+    config = tiny_config(checkpoint_dir=str(tmp_path / "checkpoints"),
+                         dataset_dir=str(tmp_path / "datasets"), **changes)
+    tf.random.set_seed(7)
+    nets = Networks(config, discriminators=False)
+    folder = model_checkpoint_dir(config)
+    manager = tf.train.CheckpointManager(make_checkpoint(nets), folder, max_to_keep=1)
+    manager.save()
+    write_config(folder, config)
+    return config, nets
+
+
+def test_export_models_from_checkpoint(tmp_path, capsys):
+    config, nets = _checkpointed(tmp_path)
+    export_dir = str(tmp_path / "export")
+    readme = str(tmp_path / "readme.md")
+    written = ex.export_models(config, export_dir, export_format="all", quantize="float16",
+                               version=3, readme_path=readme)
+    assert written["saved_model"] == os.path.abspath(os.path.join(export_dir, "tiny", "3"))
+    assert set(written) == {"saved_model", "models_config", "readme", "a2b_float16",
+                            "b2a_float16"}
+    assert written["a2b_float16"].endswith(os.path.join("tflite", "tiny", "3",
+                                                        "a2b_float16.tflite"))
+    assert 'name: "tiny"' in open(written["models_config"]).read()
+    text = open(readme).read()
+    assert "-e MODEL_NAME=tiny -t tensorflow/serving" in text
+    assert "docker run -p 8501:8501" in capsys.readouterr().out
+    # the restored weights are the checkpoint's
+    loaded = tf.saved_model.load(written["saved_model"])
+    x = tf.random.stateless_uniform([1, SIZE, SIZE, 3], seed=[5, 6], minval=-1, maxval=1)
+    for direction, gen in (("a2b", nets.genA2B), ("b2a", nets.genB2A)):
+        y = loaded.signatures[direction](images=x)["images"].numpy()
+        assert np.max(np.abs(y - gen(x)[0].numpy())) <= 1e-5
+    with pytest.raises(ExportError, match=r"tiny/3 already exists.*new --version"):
+        ex.export_models(config, export_dir, version=3, readme_path=None)
+    with pytest.raises(ExportError, match="already exists"):
+        ex.export_models(config, export_dir, export_format="tflite", quantize="float16",
+                         version=3)
+
+
+def test_export_models_takes_options_from_config(nets, tmp_path):
+    if not all(hasattr(Config, f) for f in ("export_dir", "export_format", "version")):
+        pytest.skip("Config has no export flags")
+    config = tiny_config().replace(export_dir=str(tmp_path / "out"), export_format="saved_model",
+                                   version=7)
+    written = ex.export_models(config, nets=nets, readme_path=None, model_name="mine")
+    assert written["saved_model"] == str(tmp_path / "out" / "mine" / "7")
+    assert 'name: "mine"' in open(written["models_config"]).read()
+
+
+def test_export_models_argument_errors(tmp_path):
+    config = tiny_config(checkpoint_dir=str(tmp_path / "none"))
+    with pytest.raises(ExportError, match="--export_format"):
+        ex.export_models(config, str(tmp_path), export_format="onnx")
+    with pytest.raises(ExportError, match="--quantize"):
+        ex.export_models(config, str(tmp_path), export_format="tflite", quantize="int4")
+    with pytest.raises(ExportError, match="--version"):
+        ex.export_models(config, str(tmp_path), version=0)
+    with pytest.raises(ExportError, match="--max_pixels"):
+        ex.export_models(config, str(tmp_path), max_pixels=0)
+    from ugatit_tf.model.checkpoints import CheckpointError
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        ex.export_models(config, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_export_models_all_quantizations_with_dataset(tmp_path):
+    config, nets = _checkpointed(tmp_path)
+    for split, seed in (("trainA", 0), ("trainB", 50)):
+        folder = tmp_path / "datasets" / "tiny" / split
+        folder.mkdir(parents=True)
+        for i in range(4):
+            (folder / f"{i}.png").write_bytes(encode(rgb(40, 40, seed=seed + i), "png"))
+    written = ex.export_models(config, str(tmp_path / "export"), export_format="tflite",
+                               quantize="all", readme_path=None)
+    assert set(written) == {f"{d}_{q}" for d in ex.DIRECTIONS for q in QUANTIZATIONS}
+    sizes = {k: os.path.getsize(v) for k, v in written.items()}
+    assert sizes["a2b_float16"] < sizes["a2b_float32"]
+    pixels = resize_uint8(tf.constant(rgb(40, 40, seed=3)), SIZE).numpy()
+    for key, path in written.items():
+        assert non_builtin_ops(tflite_ops(path)) == []
+        out = run_tflite(path, pixels)
+        assert out["image"].shape == (1, SIZE, SIZE, 3) and out["image"].dtype == np.uint8
+    # no calibration images for int8 -> a clear error naming the flag
+    empty = tiny_config(checkpoint_dir=config.checkpoint_dir, dataset_dir=str(tmp_path / "x"))
+    with pytest.raises(ExportError, match="--representative_dir"):
+        ex.export_models(empty, str(tmp_path / "export2"), export_format="tflite",
+                         quantize="int8", readme_path=None)

@@ -1,0 +1,96 @@
+"""infer/test_phase.py (`--phase test`): every test image translated with its attention overlay
+and listed in index.html, the pixels truncated like the original's, and clear errors without a
+checkpoint or with an unwritable result folder."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tests.conftest import tiny_config
+from ugatit_tf.data import pipeline as data_lib
+from ugatit_tf.infer.faces import heatmap_overlay
+from ugatit_tf.infer.test_phase import run_test, write_png
+from ugatit_tf.model.checkpoints import (CheckpointError, load_networks, make_checkpoint,
+                                         model_checkpoint_dir, write_config)
+from ugatit_tf.model.networks import Networks
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    """A checkpoint of freshly initialised networks, as training writes it."""
+    cfg = tiny_config(tmp_path_factory.mktemp("test_phase"), dataset_dir=tiny_dataset,
+                      phase="test")
+    nets = Networks(cfg, discriminators=True)
+    folder = model_checkpoint_dir(cfg)
+    tf.train.CheckpointManager(make_checkpoint(nets), folder, 1,
+                               checkpoint_name="ckpt").save(checkpoint_number=1)
+    write_config(folder, cfg)
+    return cfg
+
+
+def test_test_phase_writes_every_image_and_index(trained):
+    index = run_test(trained, log=lambda *a: None, progress=False)
+    out = os.path.dirname(index)
+    for direction in ("A2B", "B2A"):
+        names = sorted(os.listdir(os.path.join(out, direction)))
+        assert names == ["0000.png", "0000_attention.png", "0001.png", "0001_attention.png",
+                         "0002.png", "0002_attention.png"]
+    text = open(index).read()
+    assert text.count("<tr><td>") == 6
+    assert "A2B/0001.png" in text and "0001_attention.png" in text
+    # inputs are linked, not copied or overwritten
+    assert os.path.join("tiny", "testA", "0001.jpg") in text
+
+
+def test_test_phase_pixels_are_the_originals_truncation(trained):
+    """The written PNGs hold floor((y + 1) * 127.5) of the generator's output y (the
+    original's inverse transform and uint8 cast), and the attention overlay is drawn over the
+    truncated input."""
+    index = run_test(trained, log=lambda *a: None, progress=False)
+    nets, _ = load_networks(trained)
+    src = os.path.join(trained.dataset_dir, "tiny", "testB", "0002.jpg")
+    x = data_lib.to_model_input(data_lib.load_rgb(src), 32)[None]
+    y, _, heatmap = nets.genB2A(tf.constant(x))
+    want = np.floor(np.clip((y[0].numpy().astype(np.float64) + 1.0) * 127.5, 0, 255))
+    folder = os.path.join(os.path.dirname(index), "B2A")
+    got = np.asarray(Image.open(os.path.join(folder, "0002.png")))
+    np.testing.assert_array_equal(got, want.astype(np.uint8))
+    shown = np.floor(np.clip((x[0].astype(np.float64) + 1.0) * 127.5, 0, 255)).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(folder,
+                                                                     "0002_attention.png"))),
+                                  heatmap_overlay(shown, heatmap[0].numpy()))
+
+
+def test_write_png_round_trips_and_leaves_no_temporary_file(tmp_path):
+    rgb = (np.arange(5 * 7 * 3) * 7 % 256).astype(np.uint8).reshape(5, 7, 3)
+    path = write_png(str(tmp_path / "sub" / "x.png"), rgb)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), rgb)
+    assert os.listdir(tmp_path / "sub") == ["x.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_test_phase_without_checkpoint_says_what_to_do(tiny_dataset, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint found in .*: train first"):
+        run_test(tiny_config(tmp_path, dataset_dir=tiny_dataset), log=lambda *a: None,
+                 progress=False)
+
+
+def test_unwritable_result_folder_in_test_phase(tiny_dataset, tmp_path):
+    cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset)
+    results = tmp_path / "results"
+    if os.geteuid() != 0:
+        results.mkdir()
+        results.chmod(0o555)
+        out_dir = results / cfg.model_dir
+    else:  # root writes anywhere: make --result_dir a file
+        results.write_text("not a folder")
+        out_dir = results / cfg.model_dir
+    with pytest.raises(data_lib.OutputError) as e:  # before any checkpoint is looked for
+        run_test(cfg, log=lambda *a: None, progress=False)
+    assert str(e.value).startswith(f"cannot write to {out_dir} (")
+    assert str(e.value).endswith("): check --result_dir (it must be a writable folder)")

@@ -1,0 +1,160 @@
+"""`export_models(config, ...)`: what `python main.py --phase export` does.
+
+It checks every option before any work (format, quantization, version, limits, model name, no
+existing version or file overwritten), restores only the two generators from the latest
+checkpoint (no discriminators, no optimizer state), and writes
+
+    export_dir/
+        models.config                   TF Serving model config (every SavedModel found here)
+        README.md                       how to serve and call it
+        NAME/VERSION/saved_model.pb     SavedModel in TF Serving's layout (NAME: --dataset)
+        NAME/VERSION/variables/...
+        tflite/NAME/VERSION/a2b_float32.tflite, b2a_int8.tflite, ...
+
+int8 TFLite files are calibrated on images of each generator's input domain read from disk
+(the data set's trainA / trainB, or --representative_dir). See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ugatit_tf.common.files import list_images, write_text_atomic
+from ugatit_tf.config import Config
+from ugatit_tf.export.guards import DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from ugatit_tf.export.saved_model import (NAME_RE, ExportError, check_limits, docker_command,
+                                          export_saved_model, refuse_existing_version,
+                                          serving_instructions, write_models_config)
+from ugatit_tf.export.tflite import (DEFAULT_REPRESENTATIVE_COUNT, export_tflite,
+                                     quantizations_for)
+
+EXPORT_FORMATS = ("saved_model", "tflite", "all")
+DIRECTIONS = ("a2b", "b2a")
+README_PATH = ""  # "": export_dir/README.md; None: no README
+
+
+def image_files(folder) -> list[str]:
+    """The images directly in `folder` ([] when it is not a folder)."""
+    return list_images(folder) if os.path.isdir(folder) else []
+
+
+def load_images(files, limit=DEFAULT_REPRESENTATIVE_COUNT, seed=0) -> list[np.ndarray]:
+    """Up to `limit` of the files (a seeded random choice when there are more), read as uint8
+    RGB the way training reads them (`ugatit_tf.data.pipeline.load_rgb`)."""
+    from ugatit_tf.data.pipeline import load_rgb
+    files = list(files)
+    if len(files) > limit:
+        rng = np.random.default_rng(seed)
+        files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
+    return [load_rgb(f) for f in files]
+
+
+def _representative_for(config, representative_dir, direction, count):
+    """Calibration images of the generator's input domain: trainA for A -> B, trainB for
+    B -> A, from representative_dir (a data set folder with trainA/trainB, or a folder of
+    images used for both directions) or the data set itself."""
+    split = "trainA" if direction == "a2b" else "trainB"
+    if representative_dir:
+        files = image_files(os.path.join(representative_dir, split)) or image_files(
+            representative_dir)
+        where = representative_dir
+    else:
+        where = os.path.join(config.dataset_dir, config.dataset, split)
+        files = image_files(where)
+    if not files:
+        raise ExportError(f"int8 quantization of {direction} needs representative images of its "
+                          f"input domain and {where} has none; pass --representative_dir (a "
+                          f"folder with {split}/ or with images)")
+    return load_images(files, count, config.seed)
+
+
+def _option(value, config, name, default):
+    """An explicit argument, else the Config field of that name (if Config has it), else the
+    default."""
+    if value is not None:
+        return value
+    return getattr(config, name, default)
+
+
+def export_models(config: Config, export_dir: str | None = None,
+                  export_format: str | None = None, quantize: str | None = None,
+                  version: int | None = None, max_bytes: int | None = None,
+                  max_pixels: int | None = None, representative_dir: str | None = None,
+                  model_name: str | None = None, max_batch: int | None = None,
+                  float_io: bool | None = None,
+                  representative_count: int = DEFAULT_REPRESENTATIVE_COUNT,
+                  readme_path: str | None = README_PATH, nets=None) -> dict:
+    """Restore the latest checkpoint of `config` and export it (see the module docstring).
+
+    Every option left as None comes from the Config field of the same name when Config has
+    one (--export_dir, --export_format, --quantize, --version, ...), else from the defaults:
+    export_dir 'export', export_format 'saved_model', quantize 'none' (float32), version 1,
+    max_bytes 10 MiB, max_pixels 4096*4096, max_batch 16, model_name --dataset, uint8 TFLite
+    I/O. Returns the written paths: 'saved_model', 'models_config', 'readme' (for
+    saved_model / all) and one '<direction>_<quantization>' key per TFLite file (for tflite /
+    all). `nets` (already built Networks) skips the checkpoint restore."""
+    export_dir = _option(export_dir, config, "export_dir", "export")
+    export_format = _option(export_format, config, "export_format", "saved_model")
+    quantize = _option(quantize, config, "quantize", "none")
+    version = _option(version, config, "version", 1)
+    max_bytes = _option(max_bytes, config, "max_bytes", DEFAULT_MAX_BYTES)
+    max_pixels = _option(max_pixels, config, "max_pixels", DEFAULT_MAX_PIXELS)
+    max_batch = _option(max_batch, config, "max_batch", DEFAULT_MAX_BATCH)
+    representative_dir = _option(representative_dir, config, "representative_dir", None)
+    float_io = bool(float_io)
+    config.validate()
+    if export_format not in EXPORT_FORMATS:
+        raise ExportError(f"--export_format must be one of {', '.join(EXPORT_FORMATS)}; "
+                          f"got {export_format!r}")
+    quantizations = quantizations_for(quantize) if export_format != "saved_model" else []
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+        raise ExportError(f"--version must be a whole number >= 1, got {version!r}")
+    name = model_name or config.dataset
+    if not NAME_RE.match(name):
+        raise ExportError(f"the model name {name!r} (from --dataset or --model_name) may only "
+                          f"hold letters, digits, '.', '_' and '-': TF Serving puts it in URLs")
+    check_limits(max_bytes, max_pixels, max_batch)
+    saved_model_path = os.path.join(export_dir, name, str(version))
+    tflite_dir = os.path.join(export_dir, "tflite", name, str(version))
+    tflite_paths = {f"{d}_{q}": os.path.join(tflite_dir, f"{d}_{q}.tflite")
+                    for q in quantizations for d in DIRECTIONS}
+    # Refuse before any work is done.
+    if export_format in ("saved_model", "all"):
+        refuse_existing_version(os.path.abspath(saved_model_path))
+    for path in tflite_paths.values():
+        if os.path.exists(path):
+            raise ExportError(f"{path} already exists; export with a new --version or "
+                              f"remove it")
+    if nets is None:
+        from ugatit_tf.model.checkpoints import load_networks
+        nets, prefix = load_networks(config)
+        print(f"[export] restored {prefix}")
+
+    written = {}
+    if export_format in ("saved_model", "all"):
+        written["saved_model"] = export_saved_model(nets, config, saved_model_path, max_bytes,
+                                                    max_pixels, max_batch)
+        written["models_config"] = write_models_config(export_dir)
+        text = serving_instructions(export_dir, name, config.img_size)
+        print(f"[export] SavedModel: {written['saved_model']}")
+        print(f"[export] serve it with:\n  {docker_command(export_dir, name)}")
+        if readme_path == "":
+            readme_path = os.path.join(export_dir, "README.md")
+        if readme_path:
+            write_text_atomic(readme_path, text)
+            written["readme"] = readme_path
+    generators = {"a2b": nets.genA2B, "b2a": nets.genB2A}
+    representative = {}
+    for q in quantizations:
+        for direction in DIRECTIONS:
+            if q == "int8" and direction not in representative:
+                representative[direction] = _representative_for(
+                    config, representative_dir, direction, representative_count)
+            key = f"{direction}_{q}"
+            written[key] = export_tflite(generators[direction], config, tflite_paths[key], q,
+                                         representative.get(direction), float_io=float_io)
+            print(f"[export] TFLite {key}: {written[key]} "
+                  f"({os.path.getsize(written[key]) / 2**20:.1f} MiB)")
+    return written
