@@ -418,6 +418,20 @@ def measure_tflite(config, nets, out_dir: str, quantizations, runs=5, n_images=4
     return results
 
 
+def _time_saved_model(nets, cfg, path, x, warmup, repeats) -> list[float]:
+    """Export the generators as a SavedModel, load it and time its `a2b` signature."""
+    import tensorflow as tf
+
+    from ugatit_tf.export.saved_model import export_saved_model
+    signature = tf.saved_model.load(export_saved_model(nets, cfg, path)).signatures["a2b"]
+    times = []
+    for _ in range(warmup + repeats):
+        start = time.perf_counter()
+        signature(images=x)["images"].numpy()
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+
+
 def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
                  quantizations=("float32", "float16", "dynamic", "int8"),
                  peak: float | None = None, log=print) -> list[dict]:
@@ -426,7 +440,6 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
     invocation."""
     import tensorflow as tf
 
-    from ugatit_tf.export.saved_model import export_saved_model
     from ugatit_tf.model.networks import Networks
     cfg = make_config(spec)
     tmp = tempfile.mkdtemp(prefix="ugatit-bench-tflite-")
@@ -435,31 +448,25 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
     fn = tf.function(lambda x: nets.genA2B(x, training=False))
     x = tf.random.stateless_uniform([1, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
     gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
-    rows = []
     before = load()
-    path = export_saved_model(nets, cfg, os.path.join(tmp, "saved_model", "1"))
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures["a2b"]
-    for _ in range(warmup):
-        signature(images=x)["images"].numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        signature(images=x)["images"].numpy()
-        times.append(time.perf_counter() - start)
-    rows.append(_row(f"{spec} saved_model", times, gflop, peak,
-                     {"format": "saved_model", "quantization": "float32",
-                      "load_before": before, "load_after": load()}))
+    with PeakMemory() as memory:
+        times = _time_saved_model(nets, cfg, os.path.join(tmp, "saved_model", "1"), x,
+                                  warmup, repeats)
+    rows = [_row(f"{spec} saved_model", times, gflop, peak,
+                 {"format": "saved_model", "quantization": "float32",
+                  "peak_rss_mib": memory.mib, "load_before": before, "load_after": load()})]
     before = load()
-    results = measure_tflite(cfg, nets, os.path.join(tmp, "tflite"), quantizations,
-                             runs=repeats, num_threads=threads)
+    with PeakMemory() as memory:  # one peak over every quantization's export and runs
+        results = measure_tflite(cfg, nets, os.path.join(tmp, "tflite"), quantizations,
+                                 runs=repeats, num_threads=threads)
     for r in results:
         times = [r["min_ms"] / 1e3, r["median_ms"] / 1e3, r["max_ms"] / 1e3]
         row = _row(f"{spec} tflite {r['quantization']}", times, gflop,
                    peak if r["quantization"] in ("float32", "float16") else None,
                    {"format": "tflite", "quantization": r["quantization"], "mib": r["mib"],
                     "psnr_vs_float32": r["psnr_vs_float32"], "threads": threads,
-                    "load_before": before, "load_after": load()})
+                    "peak_rss_mib": memory.mib, "load_before": before,
+                    "load_after": load()})
         row.update(min_s=r["min_ms"] / 1e3, median_s=r["median_ms"] / 1e3,
                    max_s=r["max_ms"] / 1e3, repeats=r["runs"])
         rows.append(row)
@@ -676,11 +683,11 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     problem = _peer_problem(args)
     if problem:
-        print(f"benchmark.py: {problem}", file=sys.stderr)
-        return 2
+        parser.error(problem)  # one line, exit status 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     if args.inter_op_threads:
@@ -705,7 +712,7 @@ def main(argv=None) -> int:
         try:
             rows.extend(_run_mode(args, spec, repeats, peaks, dtype))
         except PeerError as e:
-            print(f"benchmark.py: {e}", file=sys.stderr)
+            print(f"{parser.prog}: error: {e}", file=sys.stderr)
             return 2
     print(format_table(rows))
     if peaks:

@@ -75,8 +75,8 @@ def test_peer_torch_without_the_original_code_says_one_line_and_exits_2(tmp_path
     res = _benchmark("infer", "--peer", "torch", "--original", str(tmp_path))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        f"benchmark.py: --original {tmp_path}: no networks.py; --peer torch needs a checkout "
-        f"of github znxlwm/UGATIT-pytorch (see docs/speed.md)"]
+        f"benchmark.py: error: --original {tmp_path}: no networks.py; --peer torch needs a "
+        f"checkout of github znxlwm/UGATIT-pytorch (see docs/speed.md)"]
 
 
 def test_peer_torch_without_torch_says_one_line_and_exits_2(tmp_path):
@@ -88,14 +88,14 @@ def test_peer_torch_without_torch_says_one_line_and_exits_2(tmp_path):
                      "--torch_python", str(python))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        f"benchmark.py: --torch_python {python}: cannot import torch; --peer torch needs a "
+        f"benchmark.py: error: --torch_python {python}: cannot import torch; --peer torch needs a "
         f"Python with the torch CPU wheel (see docs/speed.md)"]
 
 
 def test_peer_torch_with_another_mode_is_refused():
     res = _benchmark("train", "--peer", "torch")
     assert res.returncode == 2
-    assert res.stderr.strip() == ("benchmark.py: --peer torch works with the infer mode "
+    assert res.stderr.strip() == ("benchmark.py: error: --peer torch works with the infer mode "
                                   "only (not train)")
 
 

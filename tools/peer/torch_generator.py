@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """The official PyTorch U-GAT-IT generator as a timing peer for `tools/benchmark.py --peer torch`.
 
-Runs inside a Python that has torch (never this project's; it imports neither TensorFlow nor
-ugatit_tf) and imports `networks.ResnetGenerator` from a checkout of github
+Runs inside a Python that has torch (it imports neither TensorFlow nor ugatit_tf; from this
+repository only the memory helpers of tools/benchmarking.py, which need the standard
+library) and imports `networks.ResnetGenerator` from a checkout of github
 znxlwm/UGATIT-pytorch given by --original. It builds the generator (random weights, eval
 mode, batch of random images) and then serves timing requests on stdin, one per line,
 `MODE RUNS`, answering each with one JSON line on stdout:
@@ -22,28 +23,11 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from tools.benchmarking import peak_rss_mib, reset_peak_rss  # noqa: E402 (standard library only)
+
 MODES = ("eager", "compiled", "compiled_bf16")
-
-
-def reset_peak_rss() -> bool:
-    """Restart the kernel's resident high-water mark (VmHWM) of this process."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def fail(message: str) -> int:
