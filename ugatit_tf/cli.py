@@ -15,7 +15,7 @@ import tempfile
 from ugatit_tf.common.files import PathError, check_path_kind, path_kind
 from ugatit_tf.config import Config, ConfigError, add_config_flags, config_from_args, given_flags
 
-USAGE = ("main.py --phase {train,test,export,eval,check} --dataset NAME [--checkpoint PATH] "
+USAGE = ("main.py --phase {train,test,export,eval,check,serve} --dataset NAME [--checkpoint PATH] "
          "[--input PATH] [...]  (main.py --help lists every flag)")
 # phases that run a trained checkpoint (found by --checkpoint or by the flags)
 CHECKPOINT_PHASES = ("test", "export", "eval", "serve")
@@ -104,7 +104,7 @@ def check_request(config: Config, given: frozenset) -> Config:
                           f"--phase {config.phase} uses checkpoint_dir/model_dir")
     if config.input and config.phase != "test":
         raise ConfigError(f"--input is for --phase test, not --phase {config.phase}")
-    if config.phase not in CHECKPOINT_PHASES or getattr(config, "serving_url", ""):
+    if config.phase not in CHECKPOINT_PHASES or config.serving_url:
         return config  # (the page in front of a TF Serving model needs no checkpoint)
     if config.input:
         check_inputs(config)
@@ -240,8 +240,14 @@ def phase_check(config: Config) -> int:
     return 0 if report.usable else 1
 
 
+def phase_serve(config: Config) -> int:
+    """The web page and TF Serving's REST API on --host:--port (ugatit_tf/serve)."""
+    from ugatit_tf.serve.app import serve
+    return serve(config)
+
+
 PHASES = {"train": phase_train, "test": phase_test, "export": phase_export,
-          "eval": phase_eval, "check": phase_check}
+          "eval": phase_eval, "check": phase_check, "serve": phase_serve}
 
 
 def user_errors() -> tuple:
@@ -252,11 +258,11 @@ def user_errors() -> tuple:
     from ugatit_tf.data.check import DataError
     from ugatit_tf.evaluate.inception import InceptionWeightsError
     from ugatit_tf.export.saved_model import ExportError
-    from ugatit_tf.infer.faces import ImageLoadError
     from ugatit_tf.infer.photos import NoFaceError
+    from ugatit_tf.infer.video import VideoError
     from ugatit_tf.model.checkpoints import CheckpointError
     return (ConfigError, PathError, ImageRejected, DataError, CheckpointError, ExportError,
-            InceptionWeightsError, NoFaceError, ImageLoadError)
+            InceptionWeightsError, NoFaceError, VideoError)
 
 
 def fail(message: str) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 GAN_TYPES = ("lsgan", "gan", "hinge", "wgan-gp", "wgan-lp", "dragan")
 VARIANTS = ("tf1", "pytorch")
-PHASES = ("train", "test", "export", "eval", "check")
+PHASES = ("train", "test", "export", "eval", "check", "serve")
 
 
 class ConfigError(ValueError):
@@ -61,7 +61,7 @@ HELP_GROUPS = (
 class Config:
     # ---- flags of the original main.py, same names and defaults ----
     phase: str = _flag("train", "what to do: train, test (translate testA/testB or --input), "
-                       "export, eval (scores) or check (scan the data set)", choices=PHASES)
+                       "export, eval (scores), check (scan the data set) or serve (the web page)", choices=PHASES)
     light: bool = _flag(False, "True: the light model (AdaLIN parameters from pooled "
                         "features, fits a laptop); False: the full model of the paper")
     dataset: str = _flag("selfie2anime", "data set name: the folder under --dataset_dir "
@@ -154,6 +154,18 @@ class Config:
                                    "from the Keras cache, or a local .h5 file)", group="eval")
     eval_freq: int = _flag(0, "train phase: compute the evaluation scores every N iterations "
                            "(0: never)", group="eval")
+
+    # ---- serve phase: the web page and TF Serving's REST API (issue 14) ----
+    host: str = _flag("127.0.0.1", "serve phase: address to listen on (0.0.0.0: every "
+                      "network interface)", group="serve")
+    port: int = _flag(8000, "serve phase: port to listen on (0: any free port)", group="serve")
+    serve_model_name: str = field(default="", metadata={
+        "help": "serve phase: NAME in /v1/models/NAME (default: --dataset)", "choices": None,
+        "group": "serve", "flag": "model_name"})
+    serving_url: str = _flag("", "serve phase: use this TF Serving model instead of a local "
+                             "one, e.g. http://host:8501/v1/models/NAME", group="serve")
+    max_upload_bytes: int = _flag(10 * 1024 * 1024, "serve phase: largest photo accepted by "
+                                  "the page, in bytes", group="serve")
 
     # ------------------------------------------------------------------
     @property
@@ -338,7 +350,7 @@ def _metavar(name: str, default) -> str:
         return "BOOL"
     if isinstance(default, (int, float)):
         return "N"
-    return "NAME" if name == "dataset" else "PATH"
+    return "NAME" if name in ("dataset", "serve_model_name") else "PATH"
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from tests.common import crafted
+from tests.conftest import tiny_config
 from ugatit_tf.data import pipeline as data_lib
-from ugatit_tf.data import check as datacheck
 from ugatit_tf.config import Config
+from ugatit_tf.data import check as datacheck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMG_SIZE = 32
@@ -268,14 +269,8 @@ def make_dataset(root, bad_a=True, bad_b=False, n_good=4):
     return expected
 
 
-def tiny(tmp_path, dataset_dir, **kw):
-    base = dict(dataset="mixed", dataset_dir=dataset_dir, light=True, img_size=IMG_SIZE, ch=4,
-                n_res=2, n_dis=4, epoch=1, iteration=2, print_freq=100, save_freq=100,
-                batch_size=2, seed=3, checkpoint_dir=str(tmp_path / "ck"),
-                log_dir=str(tmp_path / "logs"), sample_dir=str(tmp_path / "samples"),
-                result_dir=str(tmp_path / "results"))
-    base.update(kw)
-    return Config(**base)
+RUN = dict(dataset="mixed", img_size=IMG_SIZE, epoch=1, iteration=2, print_freq=100,
+           save_freq=100, batch_size=2)
 
 
 def snapshot(folder):
@@ -285,7 +280,8 @@ def snapshot(folder):
 
 def test_check_dataset_report(tmp_path):
     expected = make_dataset(str(tmp_path / "ds" / "mixed"))
-    report = datacheck.check_dataset(tiny(tmp_path, str(tmp_path / "ds")))
+    cfg = tiny_config(tmp_path, dataset_dir=str(tmp_path / "ds"), **RUN)
+    report = datacheck.check_dataset(cfg)
     assert report.usable and report.problems() == []
     a = report.domains["trainA"]
     n_skip = sum(v[0] == "skip" for v in expected.values())
@@ -314,7 +310,7 @@ def test_domain_files_converts_outside_the_dataset(tmp_path):
     root = str(tmp_path / "ds" / "mixed")
     expected = make_dataset(root)
     before = snapshot(root)
-    cfg = tiny(tmp_path, str(tmp_path / "ds"))
+    cfg = tiny_config(tmp_path, dataset_dir=str(tmp_path / "ds"), **RUN)
     lines = []
     files = data_lib.domain_files(cfg, log=lines.append)
     assert snapshot(root) == before  # nothing written into the data set
@@ -355,7 +351,7 @@ def test_domain_files_converts_outside_the_dataset(tmp_path):
 def test_no_usable_image_fails_before_the_model(tmp_path):
     from ugatit_tf.train.trainer import Trainer
     make_dataset(str(tmp_path / "ds" / "mixed"), bad_a=False, bad_b=True)
-    cfg = tiny(tmp_path, str(tmp_path / "ds"))
+    cfg = tiny_config(tmp_path, dataset_dir=str(tmp_path / "ds"), **RUN)
     folder = tmp_path / "ds" / "mixed" / "trainB"
     with pytest.raises(data_lib.DataError) as e:
         Trainer(cfg, log=lambda *a: None)
@@ -371,7 +367,7 @@ def test_no_usable_image_fails_before_the_model(tmp_path):
 def test_pipeline_survives_a_file_deleted_mid_run(tmp_path):
     root = tmp_path / "ds" / "mixed"
     make_dataset(str(root), bad_a=False)
-    cfg = tiny(tmp_path, str(tmp_path / "ds"), augment_flag=False)
+    cfg = tiny_config(tmp_path, dataset_dir=str(tmp_path / "ds"), augment_flag=False, **RUN)
     files = data_lib.domain_files(cfg, log=lambda *a: None)["trainA"]
     it = iter(data_lib.train_dataset(files, cfg, seed=1))
     next(it)
@@ -385,7 +381,7 @@ def test_pipeline_survives_a_file_deleted_mid_run(tmp_path):
 def test_training_runs_on_a_folder_of_good_and_bad_files(tmp_path):
     from ugatit_tf.train.trainer import Trainer
     make_dataset(str(tmp_path / "ds" / "mixed"))
-    cfg = tiny(tmp_path, str(tmp_path / "ds"))
+    cfg = tiny_config(tmp_path, dataset_dir=str(tmp_path / "ds"), **RUN)
     trainer = Trainer(cfg, log=lambda *a: None)
     out = trainer.train(progress=False)
     assert out["end"] == 2 and np.isfinite(list(out["last"].values())).all()

@@ -11,26 +11,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import tiny_config
 from ugatit_tf import cli
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.evaluate import metrics as ev
 from ugatit_tf.evaluate.inception import InceptionWeightsError
 from ugatit_tf.evaluate import run as er
 from ugatit_tf.model.checkpoints import load_networks, make_checkpoint, write_config
-from ugatit_tf.config import Config
 from tools.demo_data import generate_demo_dataset
 from ugatit_tf.model.networks import Networks
 
 STEP = 7
 
 
-def tiny(root, **kw):
-    base = dict(dataset="tiny", dataset_dir=str(root / "datasets"), light=True, img_size=32,
-                ch=4, n_res=2, n_dis=4, seed=3, checkpoint_dir=str(root / "ck"),
-                result_dir=str(root / "results"), log_dir=str(root / "logs"),
-                sample_dir=str(root / "samples"), inception_weights="random", phase="eval")
-    base.update(kw)
-    return Config(**base)
+EVAL = dict(inception_weights="random", phase="eval")
 
 
 def write_checkpoint(cfg):
@@ -50,7 +44,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalrun")
     generate_demo_dataset(str(root / "datasets" / "tiny"), size=32, n_train=6, n_test=4,
                           seed=11, progress=False)
-    cfg = tiny(root)
+    cfg = tiny_config(root, dataset_dir=str(root / "datasets"), **EVAL)
     prefix = write_checkpoint(cfg)
     logs = []
     report = er.run_eval(cfg, log=logs.append, progress=False)
@@ -127,7 +121,7 @@ def test_run_eval_end_to_end(setup):
 def test_in_memory_translations_are_the_test_phase_images(setup):
     """The eval phase scores the pixels that --phase test writes (batched here, one image at
     a time there: float round-off may move a rare pixel by one level)."""
-    from ugatit_tf.train.trainer import run_test
+    from ugatit_tf.infer.test_phase import run_test
 
     cfg, report = setup["cfg"], setup["report"]
     run_test(cfg.replace(phase="test"), log=lambda *a: None, progress=False)
@@ -205,7 +199,8 @@ def test_ground_truth_without_input_is_a_data_error(tmp_path):
     generate_demo_dataset(str(root), size=32, n_train=1, n_test=3, seed=2, progress=False)
     os.remove(root / "testA" / "0001.jpg")
     with pytest.raises(data_lib.DataError, match=r"testA_paired have no input .*: 0001"):
-        er.load_test_data(tiny(tmp_path), log=lambda *a: None)
+        er.load_test_data(tiny_config(tmp_path, dataset_dir=str(tmp_path / "datasets"), **EVAL),
+                          log=lambda *a: None)
 
 
 @pytest.mark.slow

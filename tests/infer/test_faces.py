@@ -1,39 +1,17 @@
-"""Tests for ugatit_tf.faces / ugatit_tf.photos with a fake translator (no model)."""
-
-import hashlib
-import os
+"""infer/faces.py: detection, alignment, paste-back and the attention overlay, on the
+astronaut photo with a fake translator (no model)."""
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-from skimage import data
 
+from tests.infer.helpers import fake_translate
 from ugatit_tf.common.images import load_rgb
 from ugatit_tf.infer import faces as F
 from ugatit_tf.infer import photos as P
 
 # Astronaut (512x512): the whole head (hair, face, chin) is roughly here.
 HEAD = (160, 40, 290, 200)  # x0, y0, x1, y1
-
-
-def fake_translate(batch):
-    """Colour inversion + a heatmap peaked at the centre (16x16)."""
-    batch = np.asarray(batch, np.float32)
-    n = batch.shape[0]
-    yy, xx = np.mgrid[0:16, 0:16]
-    hm = np.exp(-((yy - 7.5) ** 2 + (xx - 7.5) ** 2) / 20.0).astype(np.float32)
-    return -batch, np.repeat(hm[None], n, axis=0)
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    return data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return F.FaceDetector()
 
 
 def _iou(a, b):
@@ -48,10 +26,6 @@ def _crop_bounds(M, size):
     inv = cv2.invertAffineTransform(M)
     pts = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float) @ inv.T
     return pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
-
-
-def _md5(path):
-    return hashlib.md5(open(path, "rb").read()).hexdigest()
 
 
 # ---------------------------------------------------------------- detection
@@ -184,140 +158,7 @@ def test_heatmap_overlay_and_sheet(tmp_path, astronaut):
     # jet: hot (red) in the middle, cold (blue) at the corner
     assert ov[256, 256, 0] > ov[256, 256, 2]
     assert ov[5, 5, 2] > astronaut[5, 5, 2] * 0.5
-    sheet = F.attention_sheet(astronaut, 255 - astronaut, ov, tmp_path / "s.png")
+    sheet = P.attention_sheet(astronaut, 255 - astronaut, ov, tmp_path / "s.png")
     assert (tmp_path / "s.png").is_file()
     assert sheet.shape[1] >= 3 * 512 and sheet.shape[0] > 512
     assert np.array_equal(load_rgb(tmp_path / "s.png"), sheet)
-
-
-# ------------------------------------------------------------------ files
-
-@pytest.fixture
-def photo_folder(tmp_path, astronaut):
-    d = tmp_path / "in"
-    d.mkdir()
-    Image.fromarray(astronaut).save(d / "astro.png")
-    Image.fromarray(data.coffee()).save(d / "coffee.jpg", quality=90)
-    (d / "broken.jpg").write_bytes(os.urandom(2048))
-    (d / "notes.txt").write_text("not an image")
-    return d
-
-
-def test_folder_continues_after_errors(tmp_path, photo_folder, detector, capsys):
-    before = {p.name: _md5(p) for p in photo_folder.iterdir()}
-    out = tmp_path / "out"
-    s = P.translate_paths(photo_folder, out, fake_translate, 256, face_crop=True,
-                          paste_back=True, fallback="error", detector=detector,
-                          progress=False)
-    assert s.n_ok == 1 and s.n_failed == 2
-    reasons = dict(s.failed)
-    broken = str(photo_folder / "broken.jpg")
-    coffee = str(photo_folder / "coffee.jpg")
-    assert "broken.jpg" in reasons[broken]
-    assert reasons[coffee] == (f"no face found in {coffee}; use --fallback center "
-                               "to centre-crop instead")
-    assert "Traceback" not in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["astro_sheet.png",
-                                                     "astro_translated.png"]
-    assert load_rgb(out / "astro_translated.png").shape == (512, 512, 3)
-    assert "1/3 translated, 2 failed" in s.report()
-    # inputs untouched
-    assert {p.name: _md5(p) for p in photo_folder.iterdir()} == before
-
-
-def test_fallback_center_succeeds(tmp_path, photo_folder, detector):
-    out = tmp_path / "out"
-    s = P.translate_paths(str(photo_folder / "*.jpg"), out, fake_translate, 256,
-                          fallback="center", detector=detector, progress=False,
-                          verbose=False)
-    assert s.n_ok == 1 and s.n_failed == 1 and s.n_fallback == 1
-    res = load_rgb(out / "coffee_translated.png")
-    coffee = load_rgb(photo_folder / "coffee.jpg")  # the decoded JPEG input
-    assert res.shape == coffee.shape
-    # centre square translated (inverted), the side strips unchanged
-    assert np.abs(res[:, 200:400].astype(int) - (255 - coffee[:, 200:400])).mean() < 25
-    assert np.array_equal(res[:, :90], coffee[:, :90])
-
-
-def test_outputs_never_overwrite_inputs(tmp_path, astronaut, detector):
-    d = tmp_path / "pics"
-    d.mkdir()
-    Image.fromarray(astronaut).save(d / "a.png")
-    Image.fromarray(astronaut[:, ::-1]).save(d / "a.jpg")
-    Image.fromarray(astronaut).save(d / "a_translated.png")
-    before = {p.name: _md5(p) for p in d.iterdir()}
-    with pytest.raises(ValueError, match="never"):
-        P.translate_paths(d, d, fake_translate, 64, detector=detector, progress=False)
-    with pytest.raises(ValueError, match="never"):
-        P.translate_paths(d / "a.png", d, fake_translate, 64, detector=detector,
-                          progress=False)
-    assert {p.name: _md5(p) for p in d.iterdir()} == before
-    # same stems get distinct output names
-    s = P.translate_paths(d, tmp_path / "o", fake_translate, 64, detector=detector,
-                          progress=False, verbose=False, write_sheet=False)
-    assert s.n_ok == 3
-    names = sorted(p.name for p in (tmp_path / "o").iterdir())
-    assert names == ["a_jpg_translated.png", "a_png_translated.png",
-                     "a_translated_translated.png"]
-    assert not any(p.name.startswith(".") for p in (tmp_path / "o").iterdir())
-
-
-# ------------------------------------------------------------------ video
-
-def _write_video(path, n=12, size=64, fps=10.0):
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
-    assert w.isOpened()
-    for i in range(n):
-        frame = np.full((size, size, 3), 20 * i % 255, np.uint8)
-        frame[:, : size // 2, 1] = 200
-        w.write(frame)
-    w.release()
-
-
-def _probe(path):
-    cap = cv2.VideoCapture(str(path))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    return fps, frames
-
-
-def test_video_roundtrip(tmp_path):
-    src = tmp_path / "clip.mp4"
-    _write_video(src)
-    before = _md5(src)
-    dst = tmp_path / "out" / "clip_translated.mp4"
-    vs = P.translate_video(src, dst, fake_translate, 32, progress=False)
-    assert vs.output == str(dst) and dst.is_file() and vs.codec == "mp4v"
-    fps, frames = _probe(dst)
-    assert len(frames) == 12 == vs.frames
-    assert abs(fps - 10.0) < 1e-3
-    assert frames[0].shape == (64, 64, 3)
-    _, src_frames = _probe(src)
-    # frames were inverted
-    assert np.abs(frames[3].astype(int) - (255 - src_frames[3].astype(int))).mean() < 30
-    # no temp files left, input untouched, refuses to write over the input
-    assert [p.name for p in dst.parent.iterdir()] == [dst.name]
-    with pytest.raises(ValueError, match="input"):
-        P.translate_video(src, src, fake_translate, 32, progress=False)
-    with pytest.raises(ValueError, match="input"):
-        P.translate_video(src, tmp_path / "clip.avi", fake_translate, 32, progress=False)
-    assert _md5(src) == before
-
-
-def test_video_face_mode_copies_faceless_frames(tmp_path, detector):
-    src = tmp_path / "clip.mp4"
-    _write_video(src, n=4)
-    vs = P.translate_video(src, tmp_path / "o.mp4", fake_translate, 32, face_crop=True,
-                           fallback="copy", detector=detector, progress=False)
-    assert vs.frames == 4 and vs.copied_frames == 4
-    with pytest.raises(P.NoFaceError):
-        P.translate_video(src, tmp_path / "o2.mp4", fake_translate, 32, face_crop=True,
-                          fallback="error", detector=detector, progress=False)
-    assert not (tmp_path / "o2.mp4").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -9,17 +9,19 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image
 
+from tests.conftest import tiny_config
+from tests.infer.helpers import fake_translate, md5
 from ugatit_tf import cli
+from ugatit_tf.common.images import load_rgb
+from ugatit_tf.infer import photos as P
 from ugatit_tf.model.checkpoints import make_checkpoint, model_checkpoint_dir, write_config
-from ugatit_tf.config import Config
 from ugatit_tf.model.networks import Networks
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ck")
-    cfg = Config(dataset="own", light=True, img_size=32, ch=4, n_res=2, n_dis=4,
-                 checkpoint_dir=str(root), result_dir=str(root / "results"))
+    cfg = tiny_config(dataset="own", checkpoint_dir=str(root), result_dir=str(root / "results"))
     nets = Networks(cfg, discriminators=True)
     folder = model_checkpoint_dir(cfg)
     tf.train.CheckpointManager(make_checkpoint(nets), folder, 1).save(checkpoint_number=1)
@@ -162,3 +164,75 @@ def test_cli_input_fifo_exits_2_with_one_line(checkpoint, tmp_path, capsys):
     assert err.strip().splitlines()[-1] == (f"error: --input {fifo}: is a FIFO, not an image, "
                                             f"a video or a folder")
     assert not (tmp_path / "o").exists()
+
+
+# --- photo folders with a fake translator (no model) ------------------------------------------
+
+@pytest.fixture
+def photo_folder(tmp_path, astronaut):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astronaut).save(d / "astro.png")
+    Image.fromarray(skimage.data.coffee()).save(d / "coffee.jpg", quality=90)
+    (d / "broken.jpg").write_bytes(os.urandom(2048))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_folder_continues_after_errors(tmp_path, photo_folder, detector, capsys):
+    before = {p.name: md5(p) for p in photo_folder.iterdir()}
+    out = tmp_path / "out"
+    s = P.translate_paths(photo_folder, out, fake_translate, 256, face_crop=True,
+                          paste_back=True, fallback="error", detector=detector,
+                          progress=False)
+    assert s.n_ok == 1 and s.n_failed == 2
+    reasons = dict(s.failed)
+    broken = str(photo_folder / "broken.jpg")
+    coffee = str(photo_folder / "coffee.jpg")
+    assert "broken.jpg" in reasons[broken]
+    assert reasons[coffee] == (f"no face found in {coffee}; use --fallback center "
+                               "to centre-crop instead")
+    assert "Traceback" not in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["astro_sheet.png",
+                                                     "astro_translated.png"]
+    assert load_rgb(out / "astro_translated.png").shape == (512, 512, 3)
+    assert "1/3 translated, 2 failed" in s.report()
+    # inputs untouched
+    assert {p.name: md5(p) for p in photo_folder.iterdir()} == before
+
+
+def test_fallback_center_succeeds(tmp_path, photo_folder, detector):
+    out = tmp_path / "out"
+    s = P.translate_paths(str(photo_folder / "*.jpg"), out, fake_translate, 256,
+                          fallback="center", detector=detector, progress=False,
+                          verbose=False)
+    assert s.n_ok == 1 and s.n_failed == 1 and s.n_fallback == 1
+    res = load_rgb(out / "coffee_translated.png")
+    coffee = load_rgb(photo_folder / "coffee.jpg")  # the decoded JPEG input
+    assert res.shape == coffee.shape
+    # centre square translated (inverted), the side strips unchanged
+    assert np.abs(res[:, 200:400].astype(int) - (255 - coffee[:, 200:400])).mean() < 25
+    assert np.array_equal(res[:, :90], coffee[:, :90])
+
+
+def test_outputs_never_overwrite_inputs(tmp_path, astronaut, detector):
+    d = tmp_path / "pics"
+    d.mkdir()
+    Image.fromarray(astronaut).save(d / "a.png")
+    Image.fromarray(astronaut[:, ::-1]).save(d / "a.jpg")
+    Image.fromarray(astronaut).save(d / "a_translated.png")
+    before = {p.name: md5(p) for p in d.iterdir()}
+    with pytest.raises(ValueError, match="never"):
+        P.translate_paths(d, d, fake_translate, 64, detector=detector, progress=False)
+    with pytest.raises(ValueError, match="never"):
+        P.translate_paths(d / "a.png", d, fake_translate, 64, detector=detector,
+                          progress=False)
+    assert {p.name: md5(p) for p in d.iterdir()} == before
+    # same stems get distinct output names
+    s = P.translate_paths(d, tmp_path / "o", fake_translate, 64, detector=detector,
+                          progress=False, verbose=False, write_sheet=False)
+    assert s.n_ok == 3
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["a_jpg_translated.png", "a_png_translated.png",
+                     "a_translated_translated.png"]
+    assert not any(p.name.startswith(".") for p in (tmp_path / "o").iterdir())

@@ -51,7 +51,7 @@ def test_test_phase_pixels_are_the_originals_truncation(trained):
     truncated input."""
     index = run_test(trained, log=lambda *a: None, progress=False)
     nets, _ = load_networks(trained)
-    src = os.path.join(trained.dataset_dir, "tiny", "testB", "0002.jpg")
+    src = os.path.join(trained.dataset_dir, "tiny", "testB", "0002.png")
     x = data_lib.to_model_input(data_lib.load_rgb(src), 32)[None]
     y, _, heatmap = nets.genB2A(tf.constant(x))
     want = np.floor(np.clip((y[0].numpy().astype(np.float64) + 1.0) * 127.5, 0, 255))

@@ -46,7 +46,7 @@ def test_same_seed_same_losses_and_samples(tiny_dataset, tmp_path):
     assert runs[0]["last"] == runs[1]["last"]
     for name in ("a", "b"):
         folder = tmp_path / name / "samples" / tiny_config().model_dir
-        assert sorted(os.listdir(folder)) == [CSV_NAME, PNG_NAME, "sample_0000003.png"]
+        assert sorted(os.listdir(folder)) == [PNG_NAME, CSV_NAME, "sample_0000003.png"]
 
 
 @pytest.mark.slow
@@ -115,7 +115,7 @@ def test_loss_curve_written_at_every_checkpoint_and_continued_on_resume(tiny_dat
     cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN).replace(print_freq=100)
     folder = os.path.join(cfg.sample_dir, cfg.model_dir)
     first = Trainer(cfg, log=lambda *a: None).train(max_iterations=4, progress=False)
-    assert sorted(os.listdir(folder)) == [CSV_NAME, PNG_NAME, "sample_0000004.png"]
+    assert sorted(os.listdir(folder)) == [PNG_NAME, CSV_NAME, "sample_0000004.png"]
     with open(os.path.join(folder, CSV_NAME)) as f:
         assert [int(row["step"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
     second = Trainer(cfg, log=lambda *a: None).train(progress=False)

@@ -307,21 +307,34 @@ _FORMATS = (  # (magic, offset, name, parser)
 )
 
 
-def _read_header(src, name: str) -> ImageHeader:
-    head = src.read(0, 16)
+def _sniff(head: bytes):
+    """(format name, header parser) announced by a file's first 16 bytes, or (None, None)."""
     for magic, at, kind, parse in _FORMATS:
         if head[at:at + len(magic)] == magic and (kind != "WebP" or head[:4] == b"RIFF"):
-            try:
-                header = parse(src)
-            except (_Truncated, struct.error) as e:
-                raise ImageRejected(f"{name}: truncated or malformed {kind} header ({e})") \
-                    from None
-            if header.max_frame_pixels <= 0:
-                raise ImageRejected(f"{name}: the {kind} header declares an empty image "
-                                    f"({header.width}x{header.height} pixels)")
-            return header
-    raise ImageRejected(f"{name}: not a {ACCEPTED_FORMATS} image (the formats accepted); "
-                        f"it starts with {head[:8]!r}")
+            return kind, parse
+    return None, None
+
+
+def image_format(head: bytes) -> str | None:
+    """The image format a file's first 16 bytes announce ("JPEG", "PNG", "GIF", "WebP", "BMP",
+    "TIFF"), or None; nothing is checked beyond the magic bytes."""
+    return _sniff(head)[0]
+
+
+def _read_header(src, name: str) -> ImageHeader:
+    head = src.read(0, 16)
+    kind, parse = _sniff(head)
+    if kind is None:
+        raise ImageRejected(f"{name}: not a {ACCEPTED_FORMATS} image (the formats accepted); "
+                            f"it starts with {head[:8]!r}")
+    try:
+        header = parse(src)
+    except (_Truncated, struct.error) as e:
+        raise ImageRejected(f"{name}: truncated or malformed {kind} header ({e})") from None
+    if header.max_frame_pixels <= 0:
+        raise ImageRejected(f"{name}: the {kind} header declares an empty image "
+                            f"({header.width}x{header.height} pixels)")
+    return header
 
 
 def read_image_header(data: bytes, name: str = "image") -> ImageHeader:

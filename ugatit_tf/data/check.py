@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from ugatit_tf.common.files import IMAGE_EXTENSIONS, write_bytes_atomic
 from ugatit_tf.common.images import (DEFAULT_MAX_PIXELS, ImageHeader, ImageRejected,
-                                     read_image_header_file, to_rgb8)
+                                     image_format, read_image_header_file, to_rgb8)
 
 DOMAINS = ("trainA", "trainB", "testA", "testB")
 TRAIN_DOMAINS = ("trainA", "trainB")
@@ -169,16 +169,9 @@ def _sniff(head: bytes) -> str:
 
 
 def _magic_format(head: bytes) -> str | None:
-    """The image format a file's first bytes announce (for files PIL cannot identify)."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    return None
+    """The format a file's first bytes announce, in PIL's names (WebP is "WEBP")."""
+    fmt = image_format(head)
+    return fmt.upper() if fmt in ("JPEG", "PNG", "GIF", "WebP") else None
 
 
 def _decode_problem(exc: BaseException, fmt: str | None) -> tuple[str, str, str]:

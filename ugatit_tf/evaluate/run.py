@@ -1,74 +1,8 @@
-"""The eval phase and the evaluation during training: KID / FID as in the paper, plus a
-paired score on data sets with ground truth (the demo set).
-
-    python main.py --phase eval --dataset selfie2anime            # same flags as --phase test
-
-What is measured (both directions, with the latest checkpoint of the flags' model_dir):
-
-* The test images are translated in memory with the test phase's preprocessing
-  (``data.to_model_input``: cv2 bilinear resize to img_size, [-1, 1]) and the test phase's
-  output conversion (``to_uint8(x, "truncate")``), so the translations are the pixels that
-  ``--phase test`` writes to result_dir/model_dir/A2B and B2A (up to float round-off of the
-  batched convolutions, which can move a rare pixel by one level).
-* **KID x 100 (mean +- std) and FID** between the translations and the real test images of
-  the target domain (A->B outputs vs testB, B->A outputs vs testA), the paper's protocol, on
-  2048-d InceptionV3 pool features (``inception.InceptionFeatureExtractor``). The real images
-  are taken as the model sees its inputs (resized to img_size, uint8), so that only the
-  translation, not a resolution difference, is measured; with test images already at img_size
-  (selfie2anime at 256) this is the paper's setting. KID averages the unbiased MMD^2 over
-  ``KID_SUBSETS`` random subsets of ``min(1000, n)`` images (Binkowski et al.); when both sets
-  have at most 1000 images every subset is the whole set and the std is 0 (the JSON says so
-  with ``kid_subsets_identical``). FID: with at most 2048 images per set it is computed
-  exactly in the span of the samples (``metrics.fid_svd``: Tr sqrt(S1 S2) as a nuclear norm
-  of an n x n matrix; milliseconds instead of seconds, same value as sqrtm), otherwise with
-  ``method='eigh'`` (``metrics.fid(method='auto')``). With few images FID is strongly biased upwards (2048-d
-  covariances from tens of images), so compare FIDs only at equal n.
-  The same scores for the untranslated source images ("identity") show the domain gap the
-  translation has to close.
-* **Paired score** when the data set has ``testA_paired`` / ``testB_paired`` (for each
-  ``testA/NAME``, ``testA_paired/NAME`` is the ground-truth B image, and vice versa):
-  L1 (mean |difference| in 0..255 units, lower is better), PSNR (dB, higher is better) and
-  SSIM (higher is better) of each translation against its ground truth, next to two
-  baselines: *identity* (the untranslated input against the same ground truth) and
-  *target mean* (the mean image of the target domain's real test images, the same for every
-  input: it already has the target domain's colours, so beating it shows input-specific
-  translation, not just a colour shift). All images are compared at the model's resolution
-  (img_size, the same cv2 resize).
-
-``--inception_weights`` takes ``imagenet`` (default; Keras cache or download, a clear error
-without either), a local ``.h5`` / ``.weights.h5`` file, or ``random``: a deterministic
-randomly initialised InceptionV3 (no download). **``random`` is for tests and smoke runs
-only**: its KID / FID are not comparable with anything; the paired score does not use
-Inception and is meaningful either way.
-
-API::
-
-    run_eval(config, log=print, checkpoint=None, progress=True) -> report dict
-        # writes result_dir/model_dir/eval.json atomically and logs a table
-    evaluate_during_training(nets, config, step, writer, extractor_cache, log=None) -> dict
-        # same scores from in-memory networks, TensorBoard scalars eval/A2B/kid_x100, ...
-    make_eval_cache(config) -> dict    # optional: builds the Inception network up front
-    evaluate_networks(nets, config, cache=None, log=None, progress=False) -> dict
-    format_report(report) -> str       # the table
-    inception_weights_arg(value)       # 'random' / 'none' -> None, else unchanged
-
-Report layout (eval.json)::
-
-    {"checkpoint", "step", "config", "inception_weights", "inception_random", "fid_method",
-     "kid_n_subsets", "kid_seed", "img_size", "dataset", "seconds", "time",
-     "directions": {"A2B": {"source", "target", "n", "n_real", "kid", "kid_std",
-                            "kid_x100", "kid_x100_std", "kid_subset_size",
-                            "kid_subsets_identical", "fid",
-                            "identity": {kid_x100, kid_x100_std, fid} (untranslated source
-                                        images vs the target domain: the do-nothing baseline),
-                            "paired": null | {"truth_dir", "n", "size",
-                                     "model": {l1, psnr, ssim}, "identity": {...},
-                                     "target_mean": {...}, "improvement": {...} (over
-                                     identity, positive = better), "beats_identity":
-                                     {l1, psnr, ssim: bool}, "improvement_over_target_mean",
-                                     "beats_target_mean", "per_image": [{name, model,
-                                     identity, target_mean}]}},
-                    "B2A": {...}}}
+"""The eval phase and the evaluation during training: KID / FID of the translations against
+the target domain's test images (the paper's protocol), with the untranslated images as a
+baseline, and a paired L1 / PSNR / SSIM score on data sets with ground truth (the demo set);
+the report is written to result_dir/model_dir/eval.json. What is measured, how, and the
+report's layout: docs/metrics.md.
 """
 
 from __future__ import annotations

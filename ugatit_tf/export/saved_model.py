@@ -37,7 +37,7 @@ class ExportError(RuntimeError):
     """The export cannot be done as asked; the message says why and what to do."""
 
 
-class _ServingModule(tf.Module):
+class ServingModule(tf.Module):
     """Holds both generators' variables (so they are saved) and the signature functions."""
 
     def __init__(self, nets, size, max_bytes, max_pixels, max_batch):
@@ -114,7 +114,7 @@ def export_saved_model(nets, config: Config, path: str, max_bytes: int = DEFAULT
     refuse_existing_version(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    module = _ServingModule(nets, config.img_size, int(max_bytes), int(max_pixels),
+    module = ServingModule(nets, config.img_size, int(max_bytes), int(max_pixels),
                             int(max_batch))
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
     try:

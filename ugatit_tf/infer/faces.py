@@ -34,7 +34,6 @@ __all__ = [
     "Face",
     "FaceDetector",
     "CascadeNotFoundError",
-    "ImageLoadError",
     "DEFAULT_MARGIN",
     "DEFAULT_CENTER_Y",
     "DEFAULT_FEATHER",
@@ -48,7 +47,6 @@ __all__ = [
     "paste_back",
     "blend_mask",
     "heatmap_overlay",
-    "attention_sheet",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -71,10 +69,6 @@ _EYE_CASCADE = "haarcascade_eye.xml"
 
 class CascadeNotFoundError(RuntimeError):
     """The OpenCV Haar cascade XML files are missing or unreadable."""
-
-
-class ImageLoadError(ValueError):
-    """A video could not be read (images: common.images.load_rgb raises ImageRejected)."""
 
 
 # --------------------------------------------------------------------------
@@ -617,59 +611,3 @@ def heatmap_overlay(rgb: np.ndarray, heatmap, alpha: float = 0.5,
     colours = matplotlib.colormaps[cmap](h)[..., :3].astype(np.float32) * 255.0
     out = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colours
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _as_rows(x):
-    if isinstance(x, np.ndarray) and x.ndim in (2, 3):
-        return [x]
-    return list(x)
-
-
-def attention_sheet(input, output, heatmap_overlay, path: Optional[PathLike] = None,
-                    titles: Sequence[str] = ("input", "output", "attention"),
-                    height: Optional[int] = None) -> np.ndarray:
-    """Side-by-side sheet ``input | output | attention`` with small titles.
-
-    Each argument may be one image or a list of images (one row per item,
-    e.g. one row per face).  Panels of a row are resized to a common height
-    (``height`` or the tallest panel, capped at 512 px).  If ``path`` is given
-    the sheet is written there atomically as PNG.  Returns the sheet (RGB
-    uint8).
-    """
-    ins, outs, ovs = _as_rows(input), _as_rows(output), _as_rows(heatmap_overlay)
-    if not (len(ins) == len(outs) == len(ovs)) or not ins:
-        raise ValueError("input, output and heatmap_overlay need the same number of rows")
-    gap = 4
-    rows = []
-    for a, b, c in zip(ins, outs, ovs):
-        panels = [as_rgb_uint8(p) for p in (a, b, c)]
-        ph = int(height) if height else min(512, max(p.shape[0] for p in panels))
-        resized = []
-        for p in panels:
-            pw = max(1, int(round(p.shape[1] * ph / float(p.shape[0]))))
-            interp = cv2.INTER_AREA if ph < p.shape[0] else cv2.INTER_LINEAR
-            resized.append(cv2.resize(p, (pw, ph), interpolation=interp)
-                           if p.shape[:2] != (ph, pw) else p)
-        th = max(16, min(28, ph // 10))
-        font_scale = th / 36.0
-        cols = []
-        for p, title in zip(resized, titles):
-            strip = np.full((th, p.shape[1], 3), 255, np.uint8)
-            (tw, tht), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-            org = (max(2, (p.shape[1] - tw) // 2), (th + tht) // 2)
-            cv2.putText(strip, title, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                        (0, 0, 0), 1, cv2.LINE_AA)
-            cols.append(np.vstack([strip, p]))
-            cols.append(np.full((th + ph, gap, 3), 255, np.uint8))
-        rows.append(np.hstack(cols[:-1]))
-    width = max(r.shape[1] for r in rows)
-    padded = []
-    for r in rows:
-        if r.shape[1] < width:
-            r = np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)])
-        padded.append(r)
-        padded.append(np.full((gap, width, 3), 255, np.uint8))
-    sheet = np.ascontiguousarray(np.vstack(padded[:-1]))
-    if path is not None:
-        save_image(path, sheet)
-    return sheet

@@ -25,7 +25,6 @@ from __future__ import annotations
 import glob as _glob
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ import cv2
 import numpy as np
 
 from ugatit_tf.common.files import PHOTO_EXTENSIONS as IMAGE_EXTENSIONS
-from ugatit_tf.common.files import VIDEO_EXTENSIONS, PathError, check_path_kind, path_kind
+from ugatit_tf.common.files import (VIDEO_EXTENSIONS, PathError, check_path_kind, list_images,
+                                    path_kind)
 from ugatit_tf.common.images import DEFAULT_MAX_PIXELS, load_rgb, to_uint8
 from ugatit_tf.common.progress import ProgressBar
 from ugatit_tf.infer import faces as F
@@ -48,11 +48,10 @@ __all__ = [
     "PhotoResult",
     "PhotoTranslator",
     "Summary",
-    "VideoSummary",
     "expand_inputs",
     "is_video",
+    "attention_sheet",
     "translate_paths",
-    "translate_video",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -265,7 +264,7 @@ class PhotoTranslator:
 
         sheet = None
         if self.make_sheet:
-            sheet = F.attention_sheet([r.crop for r in results],
+            sheet = attention_sheet([r.crop for r in results],
                                       [r.translated for r in results],
                                       [r.overlay for r in results])
         return PhotoResult(output=out, mode=mode, faces=results, sheet=sheet)
@@ -273,13 +272,65 @@ class PhotoTranslator:
     __call__ = translate_photo
 
 
+def _as_rows(x):
+    if isinstance(x, np.ndarray) and x.ndim in (2, 3):
+        return [x]
+    return list(x)
+
+
+def attention_sheet(input, output, heatmap_overlay, path: Optional[PathLike] = None,
+                    titles: Sequence[str] = ("input", "output", "attention"),
+                    height: Optional[int] = None) -> np.ndarray:
+    """Side-by-side sheet ``input | output | attention`` with small titles.
+
+    Each argument may be one image or a list of images (one row per item,
+    e.g. one row per face).  Panels of a row are resized to a common height
+    (``height`` or the tallest panel, capped at 512 px).  If ``path`` is given
+    the sheet is written there atomically as PNG.  Returns the sheet (RGB
+    uint8).
+    """
+    ins, outs, ovs = _as_rows(input), _as_rows(output), _as_rows(heatmap_overlay)
+    if not (len(ins) == len(outs) == len(ovs)) or not ins:
+        raise ValueError("input, output and heatmap_overlay need the same number of rows")
+    gap = 4
+    rows = []
+    for a, b, c in zip(ins, outs, ovs):
+        panels = [F.as_rgb_uint8(p) for p in (a, b, c)]
+        ph = int(height) if height else min(512, max(p.shape[0] for p in panels))
+        resized = []
+        for p in panels:
+            pw = max(1, int(round(p.shape[1] * ph / float(p.shape[0]))))
+            interp = cv2.INTER_AREA if ph < p.shape[0] else cv2.INTER_LINEAR
+            resized.append(cv2.resize(p, (pw, ph), interpolation=interp)
+                           if p.shape[:2] != (ph, pw) else p)
+        th = max(16, min(28, ph // 10))
+        font_scale = th / 36.0
+        cols = []
+        for p, title in zip(resized, titles):
+            strip = np.full((th, p.shape[1], 3), 255, np.uint8)
+            (tw, tht), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            org = (max(2, (p.shape[1] - tw) // 2), (th + tht) // 2)
+            cv2.putText(strip, title, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+            cols.append(np.vstack([strip, p]))
+            cols.append(np.full((th + ph, gap, 3), 255, np.uint8))
+        rows.append(np.hstack(cols[:-1]))
+    width = max(r.shape[1] for r in rows)
+    padded = []
+    for r in rows:
+        if r.shape[1] < width:
+            r = np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)])
+        padded.append(r)
+        padded.append(np.full((gap, width, 3), 255, np.uint8))
+    sheet = np.ascontiguousarray(np.vstack(padded[:-1]))
+    if path is not None:
+        F.save_image(path, sheet)
+    return sheet
+
+
 # --------------------------------------------------------------------------
 # Files and folders
 # --------------------------------------------------------------------------
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS
-
 
 def is_video(p: PathLike) -> bool:
     return Path(p).suffix.lower() in VIDEO_EXTENSIONS
@@ -299,8 +350,7 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
         if kind == "file":
             found.append(p)
         elif kind == "folder":
-            found.extend(sorted(q for q in p.iterdir()
-                                if q.is_file() and _is_image(q) and not q.name.startswith(".")))
+            found.extend(Path(q) for q in list_images(p, IMAGE_EXTENSIONS))
         elif kind == "missing" and _glob.has_magic(str(item)):
             found.extend(sorted(Path(q) for q in _glob.glob(os.path.expanduser(str(item)),
                                                             recursive=True)
@@ -432,6 +482,7 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
     for path, name in zip(paths, names):
         try:
             if is_video(path):
+                from ugatit_tf.infer.video import translate_video  # video builds on photos
                 vs = translate_video(
                     path, safe_target(f"{name}_translated.mp4"), translator=translator,
                     face_crop=translator.face_crop if video_face_crop is None else video_face_crop,
@@ -461,173 +512,4 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
     if verbose:
         stream.write(summary.report() + "\n")
         stream.flush()
-    return summary
-
-
-# --------------------------------------------------------------------------
-# Video
-# --------------------------------------------------------------------------
-
-@dataclass
-class VideoSummary:
-    input: str
-    output: str
-    frames: int
-    fps: float
-    size: Tuple[int, int]       # (width, height)
-    codec: str
-    face_frames: int = 0        # frames translated with face crops
-    fallback_frames: int = 0    # frames translated via the centre crop
-    copied_frames: int = 0      # frames without a face written unchanged
-    seconds: float = 0.0
-
-    def report(self) -> str:
-        return (f"{self.frames} frames {self.size[0]}x{self.size[1]} @ {self.fps:g} fps "
-                f"({self.codec}) -> {self.output}: {self.face_frames} with faces, "
-                f"{self.fallback_frames} centre-cropped, {self.copied_frames} unchanged, "
-                f"{self.seconds:.1f}s")
-
-    __str__ = report
-
-
-def _same_file(a: PathLike, b: PathLike) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _open_writer(out_path: Path, fps: float, size: Tuple[int, int]):
-    """Open a VideoWriter on a temp file next to the target: mp4v/.mp4 first,
-    MJPG/.avi as fallback.  Returns (writer, tmp_path, final_path, codec)."""
-    attempts = [("mp4v", ".mp4"), ("MJPG", ".avi")]
-    if out_path.suffix.lower() == ".avi":
-        attempts = [("MJPG", ".avi"), ("mp4v", ".mp4")]
-    for codec, ext in attempts:
-        final = out_path.with_suffix(ext)
-        fd, tmp = tempfile.mkstemp(dir=str(out_path.parent), prefix=f".{final.stem}.",
-                                   suffix=".tmp" + ext)
-        os.close(fd)
-        w = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), fps, size)
-        if w.isOpened():
-            return w, Path(tmp), final, codec
-        w.release()
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-    raise RuntimeError(f"cannot open a video writer for '{out_path}' (tried mp4v/.mp4 "
-                       "and MJPG/.avi)")
-
-
-def translate_video(in_path: PathLike, out_path: PathLike,
-                    translate: Optional[TranslateFn] = None, img_size: int = 256, *,
-                    translator: Optional[PhotoTranslator] = None,
-                    face_crop: bool = False, fallback: str = "center",
-                    detector: Optional[F.FaceDetector] = None,
-                    max_frames: Optional[int] = None,
-                    progress: bool = True, stream=None) -> VideoSummary:
-    """Translate a video frame by frame; output keeps fps and frame size.
-
-    Writes ``out_path`` (mp4v fourcc, .mp4); if that writer cannot be opened
-    it falls back to MJPG in ``out_path`` with an .avi suffix (see the
-    returned ``VideoSummary.output``).  The file is written to a temp name
-    and moved into place at the end.  Refuses to write over the input.
-
-    face_crop: translate detected faces and paste them back into each frame;
-        otherwise the centre square of each frame is translated and put back.
-    fallback (face mode, frames without a face): "center" -> translate the
-        centre crop, "copy" -> write the frame unchanged, "error" -> stop with
-        ``NoFaceError`` (no output file is left behind).
-    """
-    t0 = time.monotonic()
-    in_path, out_path = Path(in_path), Path(out_path)
-    if not in_path.is_file():
-        raise FileNotFoundError(f"video '{in_path}' does not exist")
-    if fallback not in ("center", "copy", "error"):
-        raise ValueError(f"fallback must be 'center', 'copy' or 'error', got {fallback!r}")
-    for cand in {out_path, out_path.with_suffix(".mp4"), out_path.with_suffix(".avi")}:
-        if _same_file(cand, in_path):
-            raise ValueError(f"refusing to write the output over the input video '{in_path}'")
-    if translator is None:
-        if translate is None:
-            raise TypeError("pass translate= (the model callable) or translator=")
-        translator = PhotoTranslator(translate, img_size, detector=detector,
-                                     make_sheet=False)
-    # a per-frame translator: always pasted back (frame size is kept)
-    vt = PhotoTranslator(
-        translator.translate, translator.img_size, face_crop=face_crop, paste_back=True,
-        fallback="center" if fallback == "center" else "error",
-        detector=translator._detector if detector is None else detector,
-        margin=translator.margin, center_y=translator.center_y, rotate=translator.rotate,
-        feather=translator.feather, mask_shape=translator.mask_shape,
-        max_faces=translator.max_faces, batch_size=translator.batch_size, make_sheet=False)
-
-    cap = cv2.VideoCapture(str(in_path))
-    if not cap.isOpened():
-        raise F.ImageLoadError(f"cannot open video '{in_path}'")
-    writer = tmp = None
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not np.isfinite(fps) or fps <= 0:
-            fps = 25.0
-        W = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        H = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if max_frames:
-            total = min(total, max_frames) if total > 0 else max_frames
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        bar = ProgressBar(total, label="video", stream=stream, enabled=bool(progress))
-        summary = VideoSummary(input=str(in_path), output="", frames=0, fps=fps,
-                               size=(W, H), codec="")
-        while True:
-            if max_frames and summary.frames >= max_frames:
-                break
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            if writer is None:
-                H, W = bgr.shape[:2]
-                summary.size = (W, H)
-                writer, tmp, final, codec = _open_writer(out_path, fps, (W, H))
-                if _same_file(final, in_path):
-                    raise ValueError(f"refusing to write over the input video '{in_path}'")
-                summary.output, summary.codec = str(final), codec
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            try:
-                res = vt.translate_photo(rgb, source=f"{in_path} frame {summary.frames}")
-                out = res.output
-                if res.mode == "face":
-                    summary.face_frames += 1
-                else:
-                    summary.fallback_frames += 1
-            except NoFaceError:
-                if fallback != "copy":
-                    raise
-                out = rgb
-                summary.copied_frames += 1
-            if out.shape[:2] != (H, W):
-                out = cv2.resize(out, (W, H), interpolation=cv2.INTER_LINEAR)
-            writer.write(cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-            summary.frames += 1
-            bar.update(1)
-        bar.close()
-        if writer is None:
-            raise F.ImageLoadError(f"video '{in_path}' has no readable frames")
-        writer.release()
-        writer = None
-        os.replace(tmp, summary.output)
-        tmp = None
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    summary.seconds = time.monotonic() - t0
     return summary
