@@ -8,7 +8,8 @@
     python tools/benchmark.py tflite --configs light:256:64:4 --json
 
 Prints a table (seconds min/median/max, GFLOP, GFLOP/s, fraction of the measured conv2d
-peak, load average) and, last, a line `JSON: {...}`. See ugatit_tf/benchmarking.py.
+peak, peak resident memory, load average) and, last, a line `JSON: {...}`. See
+tools/benchmarking.py and docs/speed.md.
 """
 
 import os

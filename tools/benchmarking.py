@@ -4,6 +4,8 @@ synthetic data, with FLOP counts and this machine's measured convolution peak.
     python tools/benchmark.py infer --configs light:256:64:4 --json
     python tools/benchmark.py train --configs light:64:16:4,light:256:64:4 --json
     python tools/benchmark.py tflite --configs light:256:64:4 --json
+    python tools/benchmark.py infer --peer torch --mixed_precision mixed_bfloat16 \
+        --torch_python /work/torchenv/bin/python --original /path/to/UGATIT-pytorch
 
 A config is variant:img_size:ch:n_res, variant light or full (n_dis 5 below 96 px, else 6;
 4 where 5 does not fit, e.g. 32 px).
@@ -12,7 +14,10 @@ untimed ones; the first run of a tf.function traces and compiles it), the GFLOP 
 executes (`graph_flops`: the registered FLOP statistics of the ops the step runs, i.e. the
 convolutions, matmuls and element-wise ops, forward and backward; the original's math would
 be more, see `nominal_generator_gflop`), GFLOP/s and the fraction of the measured peak of a
-large conv2d in the same dtype (`conv_peak`). The last line printed is
+large conv2d in the same dtype (`conv_peak`), and the peak resident memory of the process
+while the row ran (`peak_rss_mib`). With `--peer torch` the official PyTorch generator runs
+in the same run, its runs interleaved with ours, and its rows carry `ratio` (its median over
+ours; see docs/speed.md). The last line printed is
 `JSON: {"<mode>": {config: median_seconds}, "details": ..., "machine": ...}`.
 
 Timings on a shared machine vary: the load average before and after each row is reported.
@@ -25,6 +30,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
@@ -145,6 +151,8 @@ def machine_info() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "gpus": gpus,
             "tensorflow": tf.__version__, "python": platform.python_version(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+            "allocator": {k: os.environ.get(k, "default") for k in
+                          ("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "MALLOC_MMAP_THRESHOLD_")},
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
 
@@ -154,6 +162,46 @@ def load() -> float:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's resident-memory high-water mark (VmHWM) of this process at its
+    current resident size (Linux /proc/self/clear_refs); False where that is not possible
+    (then peaks are since the process started)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float | None:
+    """The resident-memory high-water mark of this process (VmHWM) in MiB, or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """`with PeakMemory() as m: ...` then `m.mib`: the peak resident memory of the whole
+    process while the block ran (baseline included: TensorFlow, other models built before),
+    `m.since_start` when the high-water mark could not be reset."""
+
+    mib = None
+
+    def __enter__(self):
+        self.since_start = not reset_peak_rss()
+        return self
+
+    def __exit__(self, *exc):
+        self.mib = peak_rss_mib()
+        return False
 
 
 def conv_peak(dtype="float32", repeats=5, size=64, channels=256, batch=4) -> float:
@@ -193,31 +241,43 @@ def _compute_dtype(mixed_precision: str) -> str:
 # Modes
 # ---------------------------------------------------------------------------
 
-def bench_infer(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
-                jit_compile: bool = False, batch: int = 1, peak: float | None = None,
-                log=print) -> dict:
-    """The generator's forward pass (A -> B) on a random batch, as a tf.function."""
+def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1):
+    """(fn, x, gflop, config): the generator's forward pass (A -> B) as a tf.function, a
+    random batch and the FLOPs the graph executes."""
     import tensorflow as tf
 
-    from ugatit_tf.train.distribute import precision_policy
     from ugatit_tf.model.networks import build_generator
+    from ugatit_tf.train.distribute import precision_policy
     cfg = make_config(spec)
-    before = load()
     with precision_policy(mixed_precision):
         gen = build_generator(cfg, "generator_B")
     fn = tf.function(lambda x: gen(x, training=False), jit_compile=jit_compile or None)
     x = tf.random.stateless_uniform([batch, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
     gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
-    for _ in range(warmup):
-        fn(x)[0].numpy()
+    return fn, x, gflop, cfg
+
+
+def _time_runs(fn, x, runs):
     times = []
-    for _ in range(repeats):
+    for _ in range(runs):
         start = time.perf_counter()
         fn(x)[0].numpy()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_infer(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
+                jit_compile: bool = False, batch: int = 1, peak: float | None = None,
+                log=print) -> dict:
+    """The generator's forward pass (A -> B) on a random batch, as a tf.function."""
+    before = load()
+    with PeakMemory() as memory:
+        fn, x, gflop, cfg = _infer_function(spec, mixed_precision, jit_compile, batch)
+        _time_runs(fn, x, warmup)
+        times = _time_runs(fn, x, repeats)
     return _row(spec, times, gflop, peak, {
         "batch": batch, "nominal_gflop": nominal_generator_gflop(cfg) * batch,
-        "load_before": before, "load_after": load()})
+        "peak_rss_mib": memory.mib, "load_before": before, "load_after": load()})
 
 
 def synthetic_datasets(config, seed=0):
@@ -235,8 +295,7 @@ def bench_train(spec: str, repeats: int, warmup: int, mixed_precision: str = "no
                 jit_compile: bool = False, strategy: str = "default", batch: int = 1,
                 peak: float | None = None, log=print) -> dict:
     """Training iterations (`Trainer.run_iteration`: data, D update, G update, losses) on
-    synthetic data."""
-    from ugatit_tf.train.trainer import Trainer
+    synthetic data; the peak memory covers building, tracing and every iteration."""
     tmp = tempfile.mkdtemp(prefix="ugatit-bench-")
     cfg = make_config(spec, batch_size=batch, mixed_precision=mixed_precision,
                       jit_compile=jit_compile, strategy=strategy, dataset="synthetic",
@@ -244,31 +303,41 @@ def bench_train(spec: str, repeats: int, warmup: int, mixed_precision: str = "no
                       sample_dir=os.path.join(tmp, "samples"),
                       result_dir=os.path.join(tmp, "results"))
     before = load()
+    with PeakMemory() as memory:
+        trainer, build_s = _build_trainer(cfg)
+        gflop = _train_gflop(trainer, cfg, spec, log)
+        start = time.perf_counter()
+        for it in range(warmup):
+            trainer.run_iteration(it)
+        warmup_s = time.perf_counter() - start
+        times = []
+        for it in range(warmup, warmup + repeats):
+            start = time.perf_counter()
+            trainer.run_iteration(it)
+            times.append(time.perf_counter() - start)
+    return _row(spec, times, gflop, peak, {
+        "batch": batch, "peak_rss_mib": memory.mib, "replicas": trainer.sharding.replicas,
+        "build_s": build_s, "warmup_s": warmup_s, "load_before": before, "load_after": load()})
+
+
+def _build_trainer(cfg):
+    from ugatit_tf.train.trainer import Trainer
     start = time.perf_counter()
     trainer = Trainer(cfg, log=lambda *a: None, datasets=synthetic_datasets(cfg))
-    build_s = time.perf_counter() - start
+    return trainer, time.perf_counter() - start
+
+
+def _train_gflop(trainer, cfg, spec, log):
+    """GFLOP of one D step plus one G step, or None where the count fails."""
     import tensorflow as tf
-    spec_batch = tf.TensorSpec([cfg.batch_size, cfg.img_size, cfg.img_size, 3], tf.float32)
-    lr_spec = tf.TensorSpec([], tf.float32)
-    gflop = None
+    batch = tf.TensorSpec([cfg.batch_size, cfg.img_size, cfg.img_size, 3], tf.float32)
+    lr = tf.TensorSpec([], tf.float32)
     try:
-        gflop = (graph_flops(trainer.d_step.get_concrete_function(spec_batch, spec_batch, lr_spec))
-                 + graph_flops(trainer.g_step.get_concrete_function(spec_batch, spec_batch,
-                                                                    lr_spec))) / 1e9
+        return (graph_flops(trainer.d_step.get_concrete_function(batch, batch, lr))
+                + graph_flops(trainer.g_step.get_concrete_function(batch, batch, lr))) / 1e9
     except Exception as e:  # noqa: BLE001 -- a count we cannot make is reported as missing
         log(f"[benchmark] FLOP count failed for {spec}: {e}")
-    start = time.perf_counter()
-    for it in range(warmup):
-        trainer.run_iteration(it)
-    warmup_s = time.perf_counter() - start
-    times = []
-    for it in range(warmup, warmup + repeats):
-        start = time.perf_counter()
-        trainer.run_iteration(it)
-        times.append(time.perf_counter() - start)
-    return _row(spec, times, gflop, peak, {
-        "batch": batch, "replicas": trainer.sharding.replicas, "build_s": build_s,
-        "warmup_s": warmup_s, "load_before": before, "load_after": load()})
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -349,6 +418,20 @@ def measure_tflite(config, nets, out_dir: str, quantizations, runs=5, n_images=4
     return results
 
 
+def _time_saved_model(nets, cfg, path, x, warmup, repeats) -> list[float]:
+    """Export the generators as a SavedModel, load it and time its `a2b` signature."""
+    import tensorflow as tf
+
+    from ugatit_tf.export.saved_model import export_saved_model
+    signature = tf.saved_model.load(export_saved_model(nets, cfg, path)).signatures["a2b"]
+    times = []
+    for _ in range(warmup + repeats):
+        start = time.perf_counter()
+        signature(images=x)["images"].numpy()
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+
+
 def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
                  quantizations=("float32", "float16", "dynamic", "int8"),
                  peak: float | None = None, log=print) -> list[dict]:
@@ -357,7 +440,6 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
     invocation."""
     import tensorflow as tf
 
-    from ugatit_tf.export.saved_model import export_saved_model
     from ugatit_tf.model.networks import Networks
     cfg = make_config(spec)
     tmp = tempfile.mkdtemp(prefix="ugatit-bench-tflite-")
@@ -366,33 +448,141 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
     fn = tf.function(lambda x: nets.genA2B(x, training=False))
     x = tf.random.stateless_uniform([1, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
     gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
-    rows = []
     before = load()
-    path = export_saved_model(nets, cfg, os.path.join(tmp, "saved_model", "1"))
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures["a2b"]
-    for _ in range(warmup):
-        signature(images=x)["images"].numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        signature(images=x)["images"].numpy()
-        times.append(time.perf_counter() - start)
-    rows.append(_row(f"{spec} saved_model", times, gflop, peak,
-                     {"format": "saved_model", "quantization": "float32",
-                      "load_before": before, "load_after": load()}))
+    with PeakMemory() as memory:
+        times = _time_saved_model(nets, cfg, os.path.join(tmp, "saved_model", "1"), x,
+                                  warmup, repeats)
+    rows = [_row(f"{spec} saved_model", times, gflop, peak,
+                 {"format": "saved_model", "quantization": "float32",
+                  "peak_rss_mib": memory.mib, "load_before": before, "load_after": load()})]
     before = load()
-    results = measure_tflite(cfg, nets, os.path.join(tmp, "tflite"), quantizations,
-                             runs=repeats, num_threads=threads)
+    with PeakMemory() as memory:  # one peak over every quantization's export and runs
+        results = measure_tflite(cfg, nets, os.path.join(tmp, "tflite"), quantizations,
+                                 runs=repeats, num_threads=threads)
     for r in results:
         times = [r["min_ms"] / 1e3, r["median_ms"] / 1e3, r["max_ms"] / 1e3]
         row = _row(f"{spec} tflite {r['quantization']}", times, gflop,
                    peak if r["quantization"] in ("float32", "float16") else None,
                    {"format": "tflite", "quantization": r["quantization"], "mib": r["mib"],
                     "psnr_vs_float32": r["psnr_vs_float32"], "threads": threads,
-                    "load_before": before, "load_after": load()})
+                    "peak_rss_mib": memory.mib, "load_before": before,
+                    "load_after": load()})
         row.update(min_s=r["min_ms"] / 1e3, median_s=r["median_ms"] / 1e3,
                    max_s=r["max_ms"] / 1e3, repeats=r["runs"])
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# The PyTorch peer (--peer torch): the official generator, same run, interleaved
+# ---------------------------------------------------------------------------
+
+PEER_MODES = ("eager", "compiled", "compiled_bf16")
+PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer",
+                           "torch_generator.py")
+
+
+class PeerError(Exception):
+    """The PyTorch peer cannot run (torch or the original's code missing): one line."""
+
+
+def check_peer(torch_python: str, original: str) -> None:
+    """Raise PeerError unless `torch_python` imports torch and `original` holds the official
+    PyTorch code (networks.py)."""
+    import subprocess
+    if not original or not os.path.isfile(os.path.join(original, "networks.py")):
+        raise PeerError(f"--original {original or '(not set)'}: no networks.py; --peer torch "
+                        f"needs a checkout of github znxlwm/UGATIT-pytorch (see docs/speed.md)")
+    try:
+        res = subprocess.run([torch_python, "-c", "import torch"], capture_output=True,
+                             timeout=300)
+    except OSError as e:
+        raise PeerError(f"--torch_python {torch_python}: cannot run it ({e.strerror})")
+    if res.returncode != 0:
+        raise PeerError(f"--torch_python {torch_python}: cannot import torch; --peer torch "
+                        f"needs a Python with the torch CPU wheel (see docs/speed.md)")
+
+
+class TorchPeer:
+    """The official generator in a torch Python (tools/peer/torch_generator.py), answering
+    one timing request at a time so that its runs interleave with ours."""
+
+    def __init__(self, torch_python, original, cfg, batch, threads, warmup):
+        import subprocess
+        args = [torch_python, PEER_SCRIPT, "--original", original, "--img_size",
+                str(cfg.img_size), "--ch", str(cfg.ch), "--n_res", str(cfg.n_res),
+                "--batch", str(batch), "--threads", str(threads), "--warmup", str(warmup)]
+        if cfg.light:
+            args.append("--light")
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        hello = self._answer()
+        self.torch_version, self.threads = hello["torch"], hello["threads"]
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        answer = json.loads(line) if line.strip() else {"error": "the peer stopped"}
+        if "error" in answer:
+            self.close()
+            raise PeerError(f"PyTorch peer: {answer['error']}")
+        return answer
+
+    def run(self, mode: str, runs: int) -> dict:
+        self.process.stdin.write(f"{mode} {runs}\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_args: dict,
+                       batch: int = 1, peaks: dict | None = None) -> list[dict]:
+    """Our generator in each of `precisions` and the official PyTorch generator in each of
+    PEER_MODES, interleaved run by run (round r times every variant once), so that every
+    variant sees the same load. One row per variant; the peer's rows carry `ratio`: its
+    median over ours in the matching precision (above 1: we are faster)."""
+    peaks = peaks or {}
+    ours = {}
+    for mp in precisions:
+        with PeakMemory() as memory:
+            fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch)
+            _time_runs(fn, x, warmup)
+        ours[mp] = dict(fn=fn, x=x, gflop=gflop, times=[], mib=memory.mib)
+    peer = TorchPeer(cfg=cfg, batch=batch, warmup=warmup, **peer_args)
+    try:
+        peer_rows = {m: dict(times=[], mib=peer.run(m, 0)["peak_rss_mib"]) for m in PEER_MODES}
+        before = load()
+        for _ in range(repeats):
+            for entry in ours.values():
+                with PeakMemory() as memory:
+                    entry["times"] += _time_runs(entry["fn"], entry["x"], 1)
+                entry["mib"] = max(entry["mib"] or 0, memory.mib or 0) or None
+            for mode, entry in peer_rows.items():
+                answer = peer.run(mode, 1)
+                entry["times"] += answer["times"]
+                entry["mib"] = max(entry["mib"] or 0, answer["peak_rss_mib"] or 0) or None
+        after = load()
+    finally:
+        peer.close()
+    rows = []
+    for mp, entry in ours.items():
+        dtype = _compute_dtype(mp)
+        rows.append(_row(f"{spec} ours {dtype}", entry["times"], entry["gflop"],
+                         peaks.get(dtype), {"side": "ours", "precision": dtype, "batch": batch,
+                                            "peak_rss_mib": entry["mib"],
+                                            "load_before": before, "load_after": after}))
+    medians = {r["precision"]: r["median_s"] for r in rows}
+    for mode, entry in peer_rows.items():
+        dtype = "bfloat16" if mode.endswith("bf16") else "float32"
+        row = _row(f"{spec} torch {mode}", entry["times"], None, None, {
+            "side": "torch", "precision": dtype, "batch": batch, "torch": peer.torch_version,
+            "threads": peer.threads, "peak_rss_mib": entry["mib"], "load_before": before,
+            "load_after": after})
+        ref = medians.get(dtype, medians.get("float32"))
+        row["ratio"] = row["median_s"] / ref if ref else None
         rows.append(row)
     return rows
 
@@ -418,7 +608,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit_compile", type=str2bool, default=False)
     p.add_argument("--strategy", default="default", choices=("default", "mirrored",
                                                              "multiworker"))
-    p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    p.add_argument("--threads", type=int, default=2,
+                   help="TFLite interpreter threads; torch threads of the --peer")
+    p.add_argument("--peer", default="none", choices=("none", "torch"),
+                   help="infer mode: also time the official PyTorch generator (eager, "
+                        "torch.compile, torch.compile + bfloat16 autocast) in the same run, "
+                        "interleaved, and print the ratios; ours runs in float32 and, with "
+                        "--mixed_precision, in that precision too")
+    p.add_argument("--torch_python", default=os.environ.get("UGATIT_TORCH_PYTHON",
+                                                            sys.executable),
+                   help="the Python with torch for --peer torch (default: $UGATIT_TORCH_PYTHON "
+                        "or this Python)")
+    p.add_argument("--original", default=os.environ.get("UGATIT_PYTORCH_ORIGINAL", ""),
+                   help="checkout of github znxlwm/UGATIT-pytorch for --peer torch (default: "
+                        "$UGATIT_PYTORCH_ORIGINAL)")
     p.add_argument("--inter_op_threads", type=int, default=0,
                    help="TensorFlow inter-op threads (0: TensorFlow's default)")
     p.add_argument("--intra_op_threads", type=int, default=0,
@@ -430,22 +633,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'config':34s} {'min s':>9s} {'median s':>9s} {'max s':>9s} {'GFLOP':>9s} "
-            f"{'GFLOP/s':>8s} {'peak':>6s} {'load':>10s}")
+    head = (f"{'config':40s} {'min s':>9s} {'median s':>9s} {'max s':>9s} {'GFLOP':>9s} "
+            f"{'GFLOP/s':>8s} {'peak':>6s} {'RSS MiB':>8s} {'ratio':>6s} {'load':>10s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         def f(v, fmt):
-            return format(v, fmt) if isinstance(v, (int, float)) and v is not None else "-"
+            if isinstance(v, (int, float)):
+                return format(v, fmt)
+            return format("-", ">" + fmt.split(".")[0])
         peak = f"{100 * r['peak_fraction']:.0f}%" if r.get("peak_fraction") else "-"
         loadtxt = f"{r.get('load_before', '-')}/{r.get('load_after', '-')}"
-        lines.append(f"{r['config']:34s} {f(r['min_s'], '9.4f')} {f(r['median_s'], '9.4f')} "
+        lines.append(f"{r['config']:40s} {f(r['min_s'], '9.4f')} {f(r['median_s'], '9.4f')} "
                      f"{f(r['max_s'], '9.4f')} {f(r.get('gflop'), '9.2f')} "
-                     f"{f(r.get('gflops'), '8.1f')} {peak:>6s} {loadtxt:>10s}")
+                     f"{f(r.get('gflops'), '8.1f')} {peak:>6s} "
+                     f"{f(r.get('peak_rss_mib'), '8.0f')} {f(r.get('ratio'), '6.2f')} "
+                     f"{loadtxt:>10s}")
     return "\n".join(lines)
 
 
+def _peer_problem(args) -> str | None:
+    """The one-line reason why --peer cannot run, checked before any work, or None."""
+    if args.peer == "none":
+        return None
+    if args.mode != "infer":
+        return f"--peer {args.peer} works with the infer mode only (not {args.mode})"
+    try:
+        check_peer(args.torch_python, args.original)
+    except PeerError as e:
+        return str(e)
+    return None
+
+
+def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
+    peak = peaks.get(dtype)
+    if args.peer == "torch":
+        precisions = ["none"] + ([args.mixed_precision] if args.mixed_precision != "none"
+                                 else [])
+        peer_args = dict(torch_python=args.torch_python, original=args.original,
+                         threads=args.threads)
+        return bench_side_by_side(spec, repeats, args.warmup, precisions, peer_args,
+                                  args.batch_size, peaks)
+    if args.mode == "infer":
+        return [bench_infer(spec, repeats, args.warmup, args.mixed_precision,
+                            args.jit_compile, args.batch_size, peak)]
+    if args.mode == "train":
+        return [bench_train(spec, repeats, args.warmup, args.mixed_precision,
+                            args.jit_compile, args.strategy, args.batch_size, peak)]
+    return bench_tflite(spec, repeats, args.warmup, args.threads, peak=peak)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = _peer_problem(args)
+    if problem:
+        parser.error(problem)  # one line, exit status 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     if args.inter_op_threads:
@@ -465,28 +707,27 @@ def main(argv=None) -> int:
         peaks["float32"] = conv_peak("float32")
         if dtype != "float32":
             peaks[dtype] = conv_peak(dtype)
-    peak = peaks.get(dtype)
     rows = []
     for spec in specs:
-        if args.mode == "infer":
-            rows.append(bench_infer(spec, repeats, args.warmup, args.mixed_precision,
-                                    args.jit_compile, args.batch_size, peak))
-        elif args.mode == "train":
-            rows.append(bench_train(spec, repeats, args.warmup, args.mixed_precision,
-                                    args.jit_compile, args.strategy, args.batch_size, peak))
-        else:
-            rows.extend(bench_tflite(spec, repeats, args.warmup, args.threads, peak=peak))
+        try:
+            rows.extend(_run_mode(args, spec, repeats, peaks, dtype))
+        except PeerError as e:
+            print(f"{parser.prog}: error: {e}", file=sys.stderr)
+            return 2
     print(format_table(rows))
     if peaks:
         print("conv2d peak (3x3, 4x64x64x256 -> 256): " +
               ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
     result = {args.mode: {r["config"]: r["median_s"] for r in rows},
               "gflops": {r["config"]: r["gflops"] for r in rows},
+              "peak_rss_mib": {r["config"]: r.get("peak_rss_mib") for r in rows},
               "flags": {"mixed_precision": args.mixed_precision,
                         "jit_compile": args.jit_compile, "strategy": args.strategy,
                         "batch_size": args.batch_size, "repeats": repeats,
                         "warmup": args.warmup},
               "peak_gflops": peaks}
+    if args.peer != "none":
+        result["ratios"] = {r["config"]: r["ratio"] for r in rows if "ratio" in r}
     if args.json:
         result["details"] = rows
         result["machine"] = machine_info()
