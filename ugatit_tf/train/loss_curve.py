@@ -88,12 +88,12 @@ def plot(rows: list[dict]):
 
     ax = axes[0, 0]
     ax.set_title("Discriminator")
-    line(ax, "Discriminator_loss", "total (+ weight penalty)", color="black", linewidth=2)
+    line(ax, "Discriminator_loss", "total (as printed)", color="black", linewidth=2)
     line(ax, "D_A_loss", "D_A (real A vs B->A)")
     line(ax, "D_B_loss", "D_B (real B vs A->B)")
     ax = axes[0, 1]
     ax.set_title("Generator")
-    line(ax, "Generator_loss", "total (+ weight penalty)", color="black", linewidth=2)
+    line(ax, "Generator_loss", "total (as printed)", color="black", linewidth=2)
     line(ax, "G_A_loss", "G_A (B->A)")
     line(ax, "G_B_loss", "G_B (A->B)")
     ax = axes[1, 0]
