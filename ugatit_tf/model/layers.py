@@ -160,6 +160,20 @@ class CheckpointNamed(keras.layers.Layer):
     def checkpoint_entries(self, flavour: str) -> dict[str, Entry]:  # pragma: no cover
         raise NotImplementedError
 
+    def _kernel_and_bias(self, flavour: str, tf1_kernel: Entry, torch: dict) -> dict:
+        """The entries of a kernel and its bias (if any): TF1 `scope/kernel` and `scope/bias`;
+        torch `prefix.NAME` for each NAME of `torch` (the kernel's own entries), then
+        `prefix.bias`."""
+        if flavour == "tf1":
+            out = {_join(self.tf1_scope, "kernel"): tf1_kernel}
+            bias = _join(self.tf1_scope, "bias")
+        else:
+            out = {f"{self.torch_prefix}.{name}": entry for name, entry in torch.items()}
+            bias = f"{self.torch_prefix}.bias"
+        if self.bias is not None:
+            out[bias] = Entry(self.bias, "vector")
+        return out
+
 
 def _join(*parts):
     return "/".join(p for p in parts if p)
@@ -225,23 +239,14 @@ class Conv(CheckpointNamed):
         return x
 
     def checkpoint_entries(self, flavour):
-        if flavour == "tf1":
-            out = {_join(self.tf1_scope, "kernel"): Entry(self.kernel, "hwio")}
-            if self.bias is not None:
-                out[_join(self.tf1_scope, "bias")] = Entry(self.bias, "vector")
-            if self.sn is not None:
-                out[_join(self.tf1_scope, "u")] = Entry(self.sn.u, "u_row")
-            return out
-        p = self.torch_prefix
-        out = {}
-        if self.sn is not None:
-            out[f"{p}.weight_orig"] = Entry(self.kernel, "oihw")
-            out[f"{p}.weight_u"] = Entry(self.sn.u, "flat")
-            out[f"{p}.weight_v"] = Entry(self.sn.v, "flat")
-        else:
-            out[f"{p}.weight"] = Entry(self.kernel, "oihw")
-        if self.bias is not None:
-            out[f"{p}.bias"] = Entry(self.bias, "vector")
+        if self.sn is None:
+            torch = {"weight": Entry(self.kernel, "oihw")}
+        else:  # torch.nn.utils.spectral_norm keeps the raw kernel as weight_orig, and u and v
+            torch = {"weight_orig": Entry(self.kernel, "oihw"),
+                     "weight_u": Entry(self.sn.u, "flat"), "weight_v": Entry(self.sn.v, "flat")}
+        out = self._kernel_and_bias(flavour, Entry(self.kernel, "hwio"), torch)
+        if flavour == "tf1" and self.sn is not None:
+            out[_join(self.tf1_scope, "u")] = Entry(self.sn.u, "u_row")
         return out
 
 
@@ -276,19 +281,11 @@ class Dense(CheckpointNamed):
         return x
 
     def checkpoint_entries(self, flavour):
-        if flavour == "tf1":
-            out = {_join(self.tf1_scope, "kernel"): Entry(self.kernel, "io")}
-            if self.bias is not None:
-                out[_join(self.tf1_scope, "bias")] = Entry(self.bias, "vector")
-            return out
-        p = self.torch_prefix
         if self.input_spatial is not None:
-            out = {f"{p}.weight": Entry(self.kernel, "oi_chw", self.input_spatial)}
+            torch = {"weight": Entry(self.kernel, "oi_chw", self.input_spatial)}
         else:
-            out = {f"{p}.weight": Entry(self.kernel, "oi")}
-        if self.bias is not None:
-            out[f"{p}.bias"] = Entry(self.bias, "vector")
-        return out
+            torch = {"weight": Entry(self.kernel, "oi")}
+        return self._kernel_and_bias(flavour, Entry(self.kernel, "io"), torch)
 
 
 def _instance_moments(x32):
