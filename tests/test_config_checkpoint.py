@@ -100,6 +100,7 @@ def test_help_is_grouped_and_every_flag_is_in_it(capsys):
     positions = [text.index(title + ":") for key, title in HELP_GROUPS if key in used]
     assert len(positions) >= 9
     assert positions == sorted(positions)
-    for name in Config.__dataclass_fields__:  # one option line per flag
+    for f in Config.__dataclass_fields__.values():  # one option line per flag
+        name = f.metadata.get("flag", f.name)
         assert len(re.findall(rf"^  --{name} ", text, re.MULTILINE)) == 1, name
     assert "SUPPRESS" not in text and "(default: 256)" in text

@@ -104,8 +104,14 @@ def check_request(config: Config, given: frozenset) -> Config:
                           f"--phase {config.phase} uses checkpoint_dir/model_dir")
     if config.input and config.phase != "test":
         raise ConfigError(f"--input is for --phase test, not --phase {config.phase}")
-    if config.phase not in CHECKPOINT_PHASES or config.serving_url:
-        return config  # (the page in front of a TF Serving model needs no checkpoint)
+    if config.phase == "serve":
+        from ugatit_tf.serve.models import check_serve_flags, listen
+        check_serve_flags(config)
+        listen(config.host, config.port).close()  # a busy port is said before any loading
+        if config.serving_url or "export_dir" in given:
+            return config  # a TF Serving model or a SavedModel: no checkpoint needed
+    if config.phase not in CHECKPOINT_PHASES:
+        return config
     if config.input:
         check_inputs(config)
     if config.phase == "export":

@@ -36,10 +36,13 @@ def str2bool(value) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-def _flag(default, help_text, *, choices=None, group="original"):
-    """A Config field that is also a command-line flag; `group` is its --help section."""
-    return field(default=default, metadata={"help": help_text, "choices": choices,
-                                             "group": group})
+def _flag(default, help_text, *, choices=None, group="original", flag=None):
+    """A Config field that is also a command-line flag; `group` is its --help section, `flag`
+    the flag's name where it differs from the field's."""
+    metadata = {"help": help_text, "choices": choices, "group": group}
+    if flag:
+        metadata["flag"] = flag
+    return field(default=default, metadata=metadata)
 
 
 # --help sections, in order: (group key, title)
@@ -159,9 +162,8 @@ class Config:
     host: str = _flag("127.0.0.1", "serve phase: address to listen on (0.0.0.0: every "
                       "network interface)", group="serve")
     port: int = _flag(8000, "serve phase: port to listen on (0: any free port)", group="serve")
-    serve_model_name: str = field(default="", metadata={
-        "help": "serve phase: NAME in /v1/models/NAME (default: --dataset)", "choices": None,
-        "group": "serve", "flag": "model_name"})
+    serve_model_name: str = _flag("", "serve phase: NAME in /v1/models/NAME (default: --dataset)",
+                                  group="serve", flag="model_name")
     serving_url: str = _flag("", "serve phase: use this TF Serving model instead of a local "
                              "one, e.g. http://host:8501/v1/models/NAME", group="serve")
     max_upload_bytes: int = _flag(10 * 1024 * 1024, "serve phase: largest photo accepted by "

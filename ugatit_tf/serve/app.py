@@ -25,8 +25,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ugatit_tf.config import Config, ConfigError
 from ugatit_tf.serve.batcher import Batcher
-from ugatit_tf.serve.models import PredictError, RemoteModel, check_serve_flags, load_model, \
-    served_name
+from ugatit_tf.serve.models import (PredictError, RemoteModel, check_serve_flags, listen,
+                                    load_model, served_name)
 from ugatit_tf.serve.page import DIRECTIONS, Options, PageTranslator
 from ugatit_tf.serve.rest import format_response, parse_request
 from ugatit_tf.serve.uploads import ACCEPTED, check_upload, decode_upload
@@ -226,25 +226,11 @@ def create_app(service: Service):
     return app
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
-                          f"choose another --port") from None
-    sock.listen(128)
-    return sock
-
-
 def serve(config: Config) -> int:
     """Check the flags, listen, load the model once, then serve until Ctrl-C."""
     import uvicorn
     check_serve_flags(config)
-    sock = _bind(config.host, config.port)
+    sock = listen(config.host, config.port)
     try:
         model = load_model(config)
     except BaseException:

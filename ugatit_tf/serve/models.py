@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import re
+import socket
 
 import numpy as np
 
@@ -237,6 +238,21 @@ def check_serve_flags(config: Config) -> None:
     if url and not re.match(r"^https?://[^/\s]+/v1/models/[A-Za-z0-9][A-Za-z0-9._-]*/?$", url):
         raise ConfigError(f"--serving_url must look like http://host:8501/v1/models/NAME, "
                           f"got {url!r}")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one ConfigError naming both flags."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
+                          f"choose another --port") from None
+    sock.listen(128)
+    return sock
 
 
 def served_name(config: Config) -> str:
