@@ -124,6 +124,7 @@ def test_mistyped_flag_one_usage_line_and_suggestion(work):
                      "--img_size?")
 
 
+@pytest.mark.slow
 def test_quiet_console_and_flags_from_the_checkpoint(work):
     """--checkpoint alone runs the test phase at the trained size: no TensorFlow start-up
     lines, no Information block; --verbose brings TensorFlow's lines back."""

@@ -406,6 +406,7 @@ def test_truncated_files(tmp_path):
     assert not os.path.exists(out) or (os.listdir(out) == [])
 
 
+@pytest.mark.slow
 def test_missing_extra_and_wrong_shape_are_all_listed(tmp_path):
     rng = np.random.default_rng(8)
     weights = tf1_weights(True, rng)

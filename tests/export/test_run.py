@@ -28,6 +28,7 @@ def _checkpointed(tmp_path, **changes):
     return config, nets
 
 
+@pytest.mark.slow
 def test_export_models_from_checkpoint(tmp_path, capsys):
     config, nets = _checkpointed(tmp_path)
     export_dir = str(tmp_path / "export")

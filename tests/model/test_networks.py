@@ -283,6 +283,7 @@ def test_batch_items_are_independent():
 # Sizes, counts, name maps
 # ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_parameter_counts_light_and_discriminators():
     cfg = Config(light=True)
     assert count_params(build_generator(cfg, "generator_B")) == 10_600_388

@@ -14,7 +14,7 @@ from ugatit_tf.config import Config
 from ugatit_tf.export import saved_model as ex
 from ugatit_tf.model.networks import Networks
 from ugatit_tf.serve import app as serve_app
-from ugatit_tf.serve.models import LocalModel
+from ugatit_tf.serve.models import LocalModel, listen
 
 SIZE = 32
 MAX_UPLOAD = 1_000_000
@@ -44,7 +44,7 @@ def decode_png(data: bytes) -> np.ndarray:
 def start_server(service):
     """Serve `service` on 127.0.0.1:<free port> in a daemon thread; returns (url, stop)."""
     import uvicorn
-    sock = serve_app._bind("127.0.0.1", 0)
+    sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(serve_app.create_app(service), log_level="warning",
                                            access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

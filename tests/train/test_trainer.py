@@ -36,6 +36,7 @@ def test_tiny_training_cycle_and_identity_losses_fall(tiny_dataset, tmp_path):
             assert 0.0 <= v.numpy().min() and v.numpy().max() <= 1.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_and_samples(tiny_dataset, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -76,6 +77,7 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_resume_with_other_architecture_names_the_flag(tiny_dataset, tmp_path):
     cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN).replace(iteration=1)
     Trainer(cfg, log=lambda *a: None).train(progress=False)
@@ -93,6 +95,7 @@ def test_batch_size_two_gan_types_and_pytorch_variant(tiny_dataset, tmp_path):
         assert np.isfinite(list(out.values())).all()
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_written(tiny_dataset, tmp_path):
     cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN).replace(
         iteration=2, print_freq=2)
@@ -108,6 +111,7 @@ def test_tensorboard_scalars_written(tiny_dataset, tmp_path):
     assert any(t.endswith("rho_mean") for t in tags)
 
 
+@pytest.mark.slow
 def test_loss_curve_written_at_every_checkpoint_and_continued_on_resume(tiny_dataset,
                                                                        tmp_path):
     """save_freq 4: after 4 iterations the csv holds iterations 1-4, after resuming to 8 it
