@@ -241,9 +241,11 @@ def _compute_dtype(mixed_precision: str) -> str:
 # Modes
 # ---------------------------------------------------------------------------
 
-def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1):
-    """(fn, x, gflop, config): the generator's forward pass (A -> B) as a tf.function, a
-    random batch and the FLOPs the graph executes."""
+def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1,
+                    kernels="inference"):
+    """(fn, x, gflop, config): the generator's forward pass (A -> B) as a tf.function with
+    the given `kernels` (model.layers.KERNELS), a random batch and the FLOPs the graph
+    executes."""
     import tensorflow as tf
 
     from ugatit_tf.model.networks import build_generator
@@ -251,7 +253,8 @@ def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1):
     cfg = make_config(spec)
     with precision_policy(mixed_precision):
         gen = build_generator(cfg, "generator_B")
-    fn = tf.function(lambda x: gen(x, training=False), jit_compile=jit_compile or None)
+    fn = tf.function(lambda x: gen(x, training=False, kernels=kernels),
+                     jit_compile=jit_compile or None)
     x = tf.random.stateless_uniform([batch, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
     gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
     return fn, x, gflop, cfg
@@ -268,15 +271,16 @@ def _time_runs(fn, x, runs):
 
 def bench_infer(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
                 jit_compile: bool = False, batch: int = 1, peak: float | None = None,
-                log=print) -> dict:
+                log=print, kernels: str = "inference") -> dict:
     """The generator's forward pass (A -> B) on a random batch, as a tf.function."""
     before = load()
     with PeakMemory() as memory:
-        fn, x, gflop, cfg = _infer_function(spec, mixed_precision, jit_compile, batch)
+        fn, x, gflop, cfg = _infer_function(spec, mixed_precision, jit_compile, batch, kernels)
         _time_runs(fn, x, warmup)
         times = _time_runs(fn, x, repeats)
     return _row(spec, times, gflop, peak, {
-        "batch": batch, "nominal_gflop": nominal_generator_gflop(cfg) * batch,
+        "batch": batch, "kernels": kernels,
+        "nominal_gflop": nominal_generator_gflop(cfg) * batch,
         "peak_rss_mib": memory.mib, "load_before": before, "load_after": load()})
 
 
@@ -539,7 +543,8 @@ class TorchPeer:
 
 
 def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_args: dict,
-                       batch: int = 1, peaks: dict | None = None) -> list[dict]:
+                       batch: int = 1, peaks: dict | None = None,
+                       kernels: str = "inference") -> list[dict]:
     """Our generator in each of `precisions` and the official PyTorch generator in each of
     PEER_MODES, interleaved run by run (round r times every variant once), so that every
     variant sees the same load. One row per variant; the peer's rows carry `ratio`: its
@@ -548,7 +553,7 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
     ours = {}
     for mp in precisions:
         with PeakMemory() as memory:
-            fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch)
+            fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch, kernels=kernels)
             _time_runs(fn, x, warmup)
         ours[mp] = dict(fn=fn, x=x, gflop=gflop, times=[], mib=memory.mib)
     peer = TorchPeer(cfg=cfg, batch=batch, warmup=warmup, **peer_args)
@@ -572,6 +577,7 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
         dtype = _compute_dtype(mp)
         rows.append(_row(f"{spec} ours {dtype}", entry["times"], entry["gflop"],
                          peaks.get(dtype), {"side": "ours", "precision": dtype, "batch": batch,
+                                            "kernels": kernels,
                                             "peak_rss_mib": entry["mib"],
                                             "load_before": before, "load_after": after}))
     medians = {r["precision"]: r["median_s"] for r in rows}
@@ -606,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed_precision", default="none",
                    choices=("none", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--jit_compile", type=str2bool, default=False)
+    p.add_argument("--kernels", choices=("inference", "reference"), default="inference",
+                   help="infer mode: the generator's kernels (see --kernels of main.py); "
+                        "train always uses the reference ones")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored",
                                                              "multiworker"))
     p.add_argument("--threads", type=int, default=2,
@@ -672,10 +681,10 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
         peer_args = dict(torch_python=args.torch_python, original=args.original,
                          threads=args.threads)
         return bench_side_by_side(spec, repeats, args.warmup, precisions, peer_args,
-                                  args.batch_size, peaks)
+                                  args.batch_size, peaks, args.kernels)
     if args.mode == "infer":
         return [bench_infer(spec, repeats, args.warmup, args.mixed_precision,
-                            args.jit_compile, args.batch_size, peak)]
+                            args.jit_compile, args.batch_size, peak, kernels=args.kernels)]
     if args.mode == "train":
         return [bench_train(spec, repeats, args.warmup, args.mixed_precision,
                             args.jit_compile, args.strategy, args.batch_size, peak)]
@@ -723,6 +732,7 @@ def main(argv=None) -> int:
               "peak_rss_mib": {r["config"]: r.get("peak_rss_mib") for r in rows},
               "flags": {"mixed_precision": args.mixed_precision,
                         "jit_compile": args.jit_compile, "strategy": args.strategy,
+                        "kernels": args.kernels,
                         "batch_size": args.batch_size, "repeats": repeats,
                         "warmup": args.warmup},
               "peak_gflops": peaks}

@@ -204,7 +204,7 @@ def phase_photos(config: Config) -> int:
     nets, prefix = load_networks(config)
     print(f" [*] Loaded {prefix}")
     model = nets.genA2B if config.direction == "a2b" else nets.genB2A
-    fn = tf.function(lambda x: model(x))
+    fn = tf.function(lambda x: model(x, kernels=config.kernels))
 
     def translate(batch):
         image, _, heatmap = fn(tf.convert_to_tensor(batch, tf.float32))

@@ -402,3 +402,85 @@ def test_float32_models_match_reference_to_float32_precision():
     want = R.tf1_generator(weights, x, "generator_B", light=True, ch=cfg.ch, n_res=cfg.n_res)
     np.testing.assert_allclose(img.numpy(), want[0], atol=1e-4)
     np.testing.assert_allclose(cam.numpy(), want[1], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# kernels="inference": the forward-only oneDNN normalisations (issue 15)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.float32
+@pytest.mark.parametrize("variant,light", [("tf1", True), ("tf1", False), ("pytorch", True)])
+def test_inference_kernels_match_reference_to_float32_precision(variant, light):
+    """Batch of 2 (instances laid out as channels of one image), float32, both variants:
+    the same outputs as the float64 reference to float32 precision, and as the training
+    ("reference") kernels to a few float32 roundings."""
+    cfg = tiny_config(light=light, variant=variant)
+    model = build_generator(cfg, "generator_B")
+    rng = np.random.default_rng(21)
+    if variant == "tf1":
+        weights = R.random_weights(R.tf1_generator_names(light, cfg.ch, cfg.n_res, cfg.img_size),
+                                   rng, kernel_std=0.1)
+        load_tf1(model, weights)
+    else:
+        weights = R.random_weights(R.torch_generator_keys(light, cfg.ch, cfg.n_res,
+                                                          cfg.img_size), rng, kernel_std=0.1)
+        load_torch(model, {"genA2B": weights})
+    x = image(rng, 2, cfg.img_size)
+    fast = tf.function(lambda t: model(t, kernels="inference"))(tf.constant(x, tf.float32))
+    slow = model(tf.constant(x, tf.float32))
+    if variant == "tf1":
+        want = R.tf1_generator(weights, x, "generator_B", light=light, ch=cfg.ch, n_res=cfg.n_res)
+    else:
+        want = R.torch_generator(weights, x, light=light, ch=cfg.ch, n_res=cfg.n_res,
+                                 img_size=cfg.img_size)
+    for got, ref, ops in zip(fast, want, slow):
+        assert got.dtype == tf.float32 and got.shape == ref.shape
+        np.testing.assert_allclose(got.numpy(), ref, atol=1e-4, rtol=1e-4)
+        scale = max(1.0, float(np.abs(ref).max()))
+        assert np.abs(got.numpy() - ops.numpy()).max() <= 64 * np.finfo(np.float32).eps * scale
+
+
+@pytest.mark.float32
+def test_inference_kernels_in_bfloat16_are_as_close_as_the_reference_kernels():
+    """Under mixed_bfloat16 the oneDNN path keeps float32 statistics: its distance to the
+    float64 reference is of the order of the training kernels' (bfloat16 rounding)."""
+    cfg = tiny_config()
+    rng = np.random.default_rng(22)
+    weights = R.random_weights(R.tf1_generator_names(True, cfg.ch, cfg.n_res, cfg.img_size),
+                               rng, kernel_std=0.1)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_generator(cfg, "generator_B")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    load_tf1(model, weights)
+    x = image(rng, 2, cfg.img_size)
+    want = R.tf1_generator(weights, x, "generator_B", light=True, ch=cfg.ch, n_res=cfg.n_res)[0]
+    errors = {}
+    for kernels in ("reference", "inference"):
+        got = tf.function(lambda t: model(t, kernels=kernels))(tf.constant(x, tf.float32))[0]
+        assert got.dtype == tf.float32  # tanh output is widened
+        errors[kernels] = float(np.abs(got.numpy() - want).max())
+    assert 0 < errors["reference"] < 0.1
+    assert errors["inference"] <= 2 * errors["reference"]
+
+
+def test_inference_reflect_pad_is_tf_pad_reflect():
+    from ugatit_tf.model.layers import reflect_pad
+    x = tf.reshape(tf.range(2 * 6 * 7 * 3, dtype=tf.float64), [2, 6, 7, 3])
+    for before, after in ((1, 1), (3, 3), (0, 1), (1, 0), (2, 1)):
+        want = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
+        np.testing.assert_array_equal(reflect_pad(x, before, after, "inference").numpy(),
+                                      want.numpy())
+        np.testing.assert_array_equal(reflect_pad(x, before, after).numpy(), want.numpy())
+
+
+def test_kernels_are_checked_and_the_flag_offers_them():
+    import dataclasses
+    from ugatit_tf.model.layers import KERNELS
+    model = build_generator(tiny_config(), "generator_B")
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        model(tf.zeros([1, 32, 32, 3], tf.float64), kernels="fast")
+    field = next(f for f in dataclasses.fields(Config) if f.name == "kernels")
+    assert set(field.metadata["choices"]) == set(KERNELS)
+    assert Config().kernels == "inference"

@@ -170,8 +170,11 @@ def _translators(nets, config) -> dict:
     import tensorflow as tf
 
     spec = [tf.TensorSpec([None, config.img_size, config.img_size, 3], tf.float32)]
-    return {"A2B": tf.function(lambda x: nets.genA2B(x)[0], input_signature=spec),
-            "B2A": tf.function(lambda x: nets.genB2A(x)[0], input_signature=spec)}
+    kernels = config.kernels
+    return {"A2B": tf.function(lambda x: nets.genA2B(x, kernels=kernels)[0],
+                               input_signature=spec),
+            "B2A": tf.function(lambda x: nets.genB2A(x, kernels=kernels)[0],
+                               input_signature=spec)}
 
 
 def translate(fn, inputs: np.ndarray, batch_size: int = TRANSLATE_BATCH,

@@ -38,9 +38,10 @@ class ExportError(RuntimeError):
 
 
 class ServingModule(tf.Module):
-    """Holds both generators' variables (so they are saved) and the signature functions."""
+    """Holds both generators' variables (so they are saved) and the signature functions;
+    `kernels` (see model.layers.KERNELS) is how the signatures run the generators."""
 
-    def __init__(self, nets, size, max_bytes, max_pixels, max_batch):
+    def __init__(self, nets, size, max_bytes, max_pixels, max_batch, kernels="inference"):
         super().__init__(name="ugatit_serving")
         self.a2b_variables = model_variables(nets.genA2B)
         self.b2a_variables = model_variables(nets.genB2A)
@@ -48,13 +49,13 @@ class ServingModule(tf.Module):
         self.functions = {}
         for direction, gen in gens.items():
             self.functions[direction] = tf.function(
-                _float_fn(gen, max_batch, direction),
+                _float_fn(gen, max_batch, direction, kernels),
                 input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
                                                name="images")])
             for resize_back, suffix in ((True, ""), (False, "_model_size")):
                 self.functions[f"{direction}_bytes{suffix}"] = tf.function(
                     _bytes_fn(gen, size, max_bytes, max_pixels, max_batch, resize_back,
-                              f"{direction}_bytes{suffix}"),
+                              f"{direction}_bytes{suffix}", kernels),
                     input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         for name, fn in self.functions.items():
             setattr(self, name, fn)
@@ -66,17 +67,17 @@ class ServingModule(tf.Module):
         return out
 
 
-def _float_fn(generator, max_batch, what):
+def _float_fn(generator, max_batch, what, kernels):
     def fn(images):
         with tf.control_dependencies(batch_checks(tf.shape(images)[0], max_batch, what)):
             images = tf.identity(images)
-        y, cam_logit, heatmap = generator(images, training=False)
+        y, cam_logit, heatmap = generator(images, training=False, kernels=kernels)
         return {"images": tf.cast(y, tf.float32), "cam_logits": tf.cast(cam_logit, tf.float32),
                 "heatmaps": tf.cast(heatmap, tf.float32)}
     return fn
 
 
-def _bytes_fn(generator, size, max_bytes, max_pixels, max_batch, resize_back, what):
+def _bytes_fn(generator, size, max_bytes, max_pixels, max_batch, resize_back, what, kernels):
     def fn(image_bytes):
         n = tf.shape(image_bytes)[0]
         with tf.control_dependencies(batch_checks(n, max_batch, what)):
@@ -88,7 +89,7 @@ def _bytes_fn(generator, size, max_bytes, max_pixels, max_batch, resize_back, wh
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8),
                                  tf.TensorSpec([2], tf.int32)),
             parallel_iterations=1)
-        y, _, _ = generator(from_uint8(images), training=False)
+        y, _, _ = generator(from_uint8(images), training=False, kernels=kernels)
         y = tf.cast(y, tf.float32)
 
         def encode(args):
@@ -115,7 +116,7 @@ def export_saved_model(nets, config: Config, path: str, max_bytes: int = DEFAULT
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     module = ServingModule(nets, config.img_size, int(max_bytes), int(max_pixels),
-                            int(max_batch))
+                            int(max_batch), config.kernels)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; TF Serving may run as another user

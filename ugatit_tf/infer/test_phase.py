@@ -41,8 +41,9 @@ def run_test(config: Config, log=print, progress: bool = True) -> str:
                                             "--result_dir")
     nets, prefix = load_networks(config)
     log(f" [*] Loaded {prefix}")
-    translate = {"A2B": tf.function(lambda x: nets.genA2B(x)),
-                 "B2A": tf.function(lambda x: nets.genB2A(x))}
+    kernels = config.kernels
+    translate = {"A2B": tf.function(lambda x: nets.genA2B(x, kernels=kernels)),
+                 "B2A": tf.function(lambda x: nets.genB2A(x, kernels=kernels))}
     rows = []
     bar = ProgressBar(len(files["testA"]) + len(files["testB"]), label="test",
                       enabled=progress)

@@ -216,7 +216,7 @@ class Conv(CheckpointNamed):
                      if self.use_bias else None)
         self.sn = SpectralNorm(self, self.kernel, self.sn_mode) if self.sn_mode else None
 
-    def call(self, x, training=False, scales=None, upsample=False):
+    def call(self, x, training=False, scales=None, upsample=False, kernels="reference"):
         kernel = self.sn.normalized(training) if self.sn else self.kernel
         if self.cam_halves:
             if scales is None:
@@ -230,9 +230,10 @@ class Conv(CheckpointNamed):
             x = upsample_conv3x3(x, tf.cast(kernel, x.dtype))
         else:
             before, after = self.pads
-            if before or after:
-                mode = "REFLECT" if self.pad_type == "reflect" else "CONSTANT"
-                x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode=mode)
+            if (before or after) and self.pad_type == "reflect":
+                x = reflect_pad(x, before, after, kernels)
+            elif before or after:
+                x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
             x = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=self.stride, padding="VALID")
         if self.bias is not None:
             x = tf.nn.bias_add(x, tf.cast(self.bias, x.dtype))
@@ -306,16 +307,15 @@ def _spatial_count(x, channels=False):
     return n * x.shape[3] if channels else n
 
 
-def _layer_instance_affine(x32, rho, unbiased):
-    """(scale, shift) [N, 1, 1, C] with rho * IN(x) + (1 - rho) * LN(x) == x * scale + shift.
+def _lin_coefficients(in_mean, in_var, rho, unbiased, n_in, n_ln):
+    """(scale, shift) [N, 1, 1, C] with rho * IN(x) + (1 - rho) * LN(x) == x * scale + shift,
+    from x's biased instance moments; n_in = H * W, n_ln = H * W * C.
 
     IN(x) = (x - m_in) * r_in and LN(x) = (x - m_ln) * r_ln are both affine in x with
     per-sample, per-channel coefficients, so their mix is one multiply-add per element
     instead of two normalised copies of the feature map."""
-    in_mean, in_var = _instance_moments(x32)
     ln_mean, ln_var = _layer_moments(in_mean, in_var)
     if unbiased:  # torch: N-1 variance for both statistics
-        n_in, n_ln = _spatial_count(x32), _spatial_count(x32, channels=True)
         in_var = in_var * (n_in / (n_in - 1))
         ln_var = ln_var * (n_ln / (n_ln - 1))
     r_in = tf.math.rsqrt(in_var + EPS)
@@ -325,10 +325,121 @@ def _layer_instance_affine(x32, rho, unbiased):
     return scale, shift
 
 
-def _apply_affine(x, x32, scale, shift):
+def _layer_instance_affine(x32, rho, unbiased):
+    """_lin_coefficients from x's own moments (the "reference" kernels)."""
+    in_mean, in_var = _instance_moments(x32)
+    return _lin_coefficients(in_mean, in_var, rho, unbiased, _spatial_count(x32),
+                             _spatial_count(x32, channels=True))
+
+
+def _apply_affine(x, x32, scale, shift, relu=False):
     """x * scale + shift in float32 (statistics and mixing stay float32 under mixed
-    precision), returned in x's dtype."""
-    return tf.cast(x32 * scale + shift, x.dtype)
+    precision), returned in x's dtype; with relu, ReLU after the cast (as the original)."""
+    y = tf.cast(x32 * scale + shift, x.dtype)
+    return tf.nn.relu(y) if relu else y
+
+
+# ---------------------------------------------------------------------------
+# "inference" kernels: the same normalisations through oneDNN's batch-norm kernel
+# ---------------------------------------------------------------------------
+
+# How the normalisations and reflect pads run (Generator.call(kernels=...)): "reference" as
+# the formulas written with TensorFlow ops (training, gradients, TFLite); "inference" through
+# FusedBatchNormV3 (oneDNN: statistics in float32, one pass to apply them, ReLU fused by
+# Grappler's remapper, no casts around it under mixed precision) and reflect padding by
+# concatenation. Forward only: the statistics fed to the kernel get no gradient.
+KERNELS = ("reference", "inference")
+
+
+def check_kernels(kernels):
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
+
+
+def _instances_as_channels(x):
+    """[N, H, W, C] -> [1, H, W, N * C]: every (sample, channel) becomes one channel of a
+    single image, so a batch norm over batch and space is an instance norm. Free for N = 1
+    (the transpose only moves an axis of size 1, which TensorFlow does as a reshape)."""
+    s = tf.shape(x)
+    return tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, s[1], s[2], s[0] * s[3]])
+
+
+def _instances_back(y, x):
+    """The inverse of _instances_as_channels, to x's shape."""
+    s = tf.shape(x)
+    return tf.transpose(tf.reshape(y, [s[1], s[2], s[0], s[3]]), [2, 0, 1, 3])
+
+
+def _batch_norm(xi, scale, offset, mean=None, variance=None, epsilon=EPS):
+    """FusedBatchNormV3 over [1, H, W, K] with float32 [K] scale and offset: with the
+    kernel's own (training-mode) statistics when mean is None, otherwise
+    scale * (x - mean) / sqrt(variance + epsilon) + offset. -> (y, mean, unbiased var)."""
+    empty = tf.constant([], tf.float32)
+    own = mean is None
+    y, m, v, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=xi, scale=scale, offset=offset, mean=empty if own else mean,
+        variance=empty if own else variance, epsilon=epsilon, is_training=own,
+        data_format="NHWC")
+    return y, m, v
+
+
+def _fused_instance_norm(x, gamma, beta, relu):
+    """relu?(gamma * IN(x) + beta) with gamma, beta float32 [C] (one pass of FusedBatchNorm)."""
+    n = tf.shape(x)[0]
+    y = _batch_norm(_instances_as_channels(x), tf.tile(gamma, [n]), tf.tile(beta, [n]))[0]
+    return _instances_back(tf.nn.relu(y) if relu else y, x)
+
+
+def _fused_instance_moments(xi, shape, n_in):
+    """Biased instance mean and variance [N, 1, 1, C] of x (given as _instances_as_channels)
+    from FusedBatchNorm's statistics (its variance output is the unbiased one)."""
+    k = tf.shape(xi)[3]
+    _, mean, var = _batch_norm(xi, tf.ones([k]), tf.zeros([k]))
+    stats_shape = [shape[0], 1, 1, shape[3]]
+    return tf.reshape(mean, stats_shape), tf.reshape(var * ((n_in - 1) / n_in), stats_shape)
+
+
+def _fused_affine(x, xi, scale, shift, relu):
+    """relu?(x * scale + shift) with [N, 1, 1, C] float32 coefficients, as one FusedBatchNorm
+    pass with mean 0, variance 1 and epsilon 0."""
+    k = tf.shape(xi)[3]
+    y = _batch_norm(xi, tf.reshape(scale, [k]), tf.reshape(shift, [k]), tf.zeros([k]),
+                    tf.ones([k]), epsilon=0.0)[0]
+    return _instances_back(tf.nn.relu(y) if relu else y, x)
+
+
+def _fused_layer_instance_norm(x, rho, gamma, beta, unbiased, relu):
+    """relu?(LIN/AdaLIN) with the "inference" kernels: a statistics pass, then one
+    scale-and-shift pass; gamma and beta broadcast to [N, 1, 1, C] (float32)."""
+    xi = _instances_as_channels(x)
+    n_in, n_ln = _spatial_count(x), _spatial_count(x, channels=True)
+    in_mean, in_var = _fused_instance_moments(xi, tf.shape(x), n_in)
+    scale, shift = _lin_coefficients(in_mean, in_var, rho, unbiased, n_in, n_ln)
+    scale, shift = scale * gamma, shift * gamma + beta
+    batch = tf.shape(x)[0]
+    return _fused_affine(x, xi, tf.broadcast_to(scale, [batch, 1, 1, x.shape[3]]),
+                         tf.broadcast_to(shift, [batch, 1, 1, x.shape[3]]), relu)
+
+
+def reflect_pad(x, before, after, kernels="reference"):
+    """Reflect padding of H and W (as np.pad mode 'reflect'): tf.pad(REFLECT) for the
+    "reference" kernels; concatenation of reversed slices for "inference" (same values,
+    faster: plain copies)."""
+    pads = [[0, 0], [before, after], [before, after], [0, 0]]
+    if kernels == "reference":
+        return tf.pad(x, pads, mode="REFLECT")
+    for axis in (1, 2):
+        parts = [x]
+        if before:
+            parts.insert(0, tf.reverse(_take(x, axis, 1, before + 1), [axis]))
+        if after:
+            parts.append(tf.reverse(_take(x, axis, -after - 1, -1), [axis]))
+        x = tf.concat(parts, axis)
+    return x
+
+
+def _take(x, axis, start, stop):
+    return x[:, start:stop] if axis == 1 else x[:, :, start:stop]
 
 
 class InstanceNorm(CheckpointNamed):
@@ -348,7 +459,13 @@ class InstanceNorm(CheckpointNamed):
             self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros",
                                         autocast=False)
 
-    def call(self, x):
+    def call(self, x, relu=False, kernels="reference"):
+        """relu?(IN(x)) in x's dtype; kernels: see KERNELS."""
+        if kernels == "inference":
+            c = x.shape[-1]
+            gamma = tf.convert_to_tensor(self.gamma) if self.affine else tf.ones([c])
+            beta = tf.convert_to_tensor(self.beta) if self.affine else tf.zeros([c])
+            return _fused_instance_norm(x, gamma, beta, relu)
         x32 = wide(x)
         mean, var = _instance_moments(x32)
         scale = tf.math.rsqrt(var + EPS)
@@ -357,7 +474,7 @@ class InstanceNorm(CheckpointNamed):
             shift = tf.cast(self.beta, x32.dtype) - mean * scale
         else:
             shift = -mean * scale
-        return _apply_affine(x, x32, scale, shift)
+        return _apply_affine(x, x32, scale, shift, relu)
 
     def checkpoint_entries(self, flavour):
         if not self.affine:
@@ -390,15 +507,18 @@ class AdaLIN(CheckpointNamed):
                                    initializer=keras.initializers.Constant(self.rho_init),
                                    constraint=ClipRho(), **_RHO_ARGS)
 
-    def call(self, x, gamma, beta):
-        x32 = wide(x)
-        rho = tf.cast(self.rho, x32.dtype)
+    def call(self, x, gamma, beta, relu=False, kernels="reference"):
+        """relu?(AdaLIN(x)) in x's dtype; gamma, beta [N, C]; kernels: see KERNELS."""
+        x32 = x if kernels == "inference" else wide(x)
+        rho = tf.cast(self.rho, tf.float32 if kernels == "inference" else x32.dtype)
         if self.smoothing:
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
+        gamma = tf.cast(gamma, rho.dtype)[:, None, None, :]
+        beta = tf.cast(beta, rho.dtype)[:, None, None, :]
+        if kernels == "inference":
+            return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
-        gamma = tf.cast(gamma, x32.dtype)[:, None, None, :]
-        beta = tf.cast(beta, x32.dtype)[:, None, None, :]
-        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta)
+        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
 
     def checkpoint_entries(self, flavour):
         if flavour == "tf1":
@@ -422,11 +542,16 @@ class LIN(CheckpointNamed):
         self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros",
                                     autocast=False)
 
-    def call(self, x):
+    def call(self, x, relu=False, kernels="reference"):
+        """relu?(LIN(x)) in x's dtype; kernels: see KERNELS."""
+        if kernels == "inference":
+            rho, gamma, beta = (tf.convert_to_tensor(v) for v in (self.rho, self.gamma,
+                                                                   self.beta))
+            return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         x32 = wide(x)
         rho, gamma, beta = (tf.cast(v, x32.dtype) for v in (self.rho, self.gamma, self.beta))
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
-        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta)
+        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
 
     def checkpoint_entries(self, flavour):
         if flavour == "tf1":

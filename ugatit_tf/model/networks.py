@@ -16,8 +16,8 @@ import keras
 import tensorflow as tf
 
 from ugatit_tf.config import Config, conv_pads, discriminator_layer_counts
-from ugatit_tf.model.layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry, InstanceNorm,
-                     nearest_upsample_2x, wide)
+from ugatit_tf.model.layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry,
+                                    InstanceNorm, check_kernels, nearest_upsample_2x, wide)
 
 # How the decoder computes "nearest x2 upsample, reflect pad, conv 3x3" (same values up to
 # float rounding): "fused" as one sub-pixel (transposed) convolution that never builds the
@@ -55,9 +55,9 @@ class ResnetBlock(keras.layers.Layer):
         self.norm2 = InstanceNorm(affine=tf1, tf1_scope=f"{tf1_scope}/res2/instance_norm",
                                   name="res2_norm")
 
-    def call(self, x):
-        y = tf.nn.relu(self.norm1(self.conv1(x)))
-        y = self.norm2(self.conv2(y))
+    def call(self, x, kernels="reference"):
+        y = self.norm1(self.conv1(x, kernels=kernels), relu=True, kernels=kernels)
+        y = self.norm2(self.conv2(y, kernels=kernels), kernels=kernels)
         return x + y
 
 
@@ -83,9 +83,9 @@ class AdaLINResnetBlock(keras.layers.Layer):
                             torch_prefix=f"{torch_prefix}.norm2", name="res2_adalin",
                             **norm_args)
 
-    def call(self, x, gamma, beta):
-        y = tf.nn.relu(self.norm1(self.conv1(x), gamma, beta))
-        y = self.norm2(self.conv2(y), gamma, beta)
+    def call(self, x, gamma, beta, kernels="reference"):
+        y = self.norm1(self.conv1(x, kernels=kernels), gamma, beta, relu=True, kernels=kernels)
+        y = self.norm2(self.conv2(y, kernels=kernels), gamma, beta, kernels=kernels)
         return x + y
 
 
@@ -117,9 +117,12 @@ class MLP(keras.layers.Layer):
 class Generator(keras.Model):
     """ResNet generator with CAM attention and AdaLIN.
 
-    call(x, training=False, upsample="fused") -> (image [N,H,W,3] in [-1,1], cam_logit [N,2],
-    heatmap [N,h,w]) (heatmap: channel sum of the attention-weighted bottleneck, at 1/4
-    resolution). `upsample` is one of UPSAMPLE_MODES: the TFLite exporter asks for "repeat".
+    call(x, training=False, upsample="fused", kernels="reference") -> (image [N,H,W,3] in
+    [-1,1], cam_logit [N,2], heatmap [N,h,w]) (heatmap: channel sum of the attention-weighted
+    bottleneck, at 1/4 resolution). `upsample` is one of UPSAMPLE_MODES: the TFLite exporter
+    asks for "repeat". `kernels` is one of layers.KERNELS: "inference" (forward passes only:
+    test phase, photos, serving, evaluation) runs the normalisations through oneDNN's fused
+    batch-norm kernel; the same values up to float rounding.
     `kernel_init` "zeros" (see layers.weight_init) builds a generator whose weights are
     restored right after without drawing random numbers (export, test, photos)."""
 
@@ -173,18 +176,19 @@ class Generator(keras.Model):
                             tf1_scope="G_logit/conv2d", torch_prefix="UpBlock2.11", name="G_logit",
                             **init)
 
-    def encode(self, x):
-        x = tf.nn.relu(self.norm(self.conv(x)))
+    def encode(self, x, kernels="reference"):
+        x = self.norm(self.conv(x, kernels=kernels), relu=True, kernels=kernels)
         for conv, norm in zip(self.down_convs, self.down_norms):
-            x = tf.nn.relu(norm(conv(x)))
+            x = norm(conv(x, kernels=kernels), relu=True, kernels=kernels)
         for block in self.resblocks:
-            x = block(x)
+            x = block(x, kernels=kernels)
         return x
 
-    def call(self, x, training=False, upsample="fused"):
+    def call(self, x, training=False, upsample="fused", kernels="reference"):
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, not {upsample!r}")
-        x = self.encode(x)
+        check_kernels(kernels)
+        x = self.encode(x, kernels)
         # CAM's two scaled copies of x and the 1x1 conv over their concatenation, folded
         # into one 1x1 conv over x (Conv(cam_halves=True)): same math, half the FLOPs
         scales, cam_logit = self.cam(x, scales_only=True)
@@ -192,14 +196,14 @@ class Generator(keras.Model):
         heatmap = tf.reduce_sum(wide(x), axis=-1)
         gamma, beta = self.mlp(x)
         for block in self.ada_resblocks:
-            x = block(x, gamma, beta)
+            x = block(x, gamma, beta, kernels=kernels)
         for conv, norm in zip(self.up_convs, self.up_norms):
             if upsample == "fused":
                 x = conv(x, upsample=True)
             else:
                 x = conv(nearest_upsample_2x(x))
-            x = tf.nn.relu(norm(x))
-        x = tf.tanh(wide(self.g_logit(x)))
+            x = norm(x, relu=True, kernels=kernels)
+        x = tf.tanh(wide(self.g_logit(x, kernels=kernels)))
         return x, cam_logit, heatmap
 
     def checkpoint_layers(self):

@@ -56,9 +56,10 @@ class LocalModel:
 
     @classmethod
     def from_networks(cls, nets, img_size: int, max_bytes: int, max_pixels: int,
-                      max_batch: int, source: str) -> "LocalModel":
+                      max_batch: int, source: str, kernels: str = "inference") -> "LocalModel":
         from ugatit_tf.export.saved_model import ServingModule
-        module = ServingModule(nets, img_size, int(max_bytes), int(max_pixels), int(max_batch))
+        module = ServingModule(nets, img_size, int(max_bytes), int(max_pixels), int(max_batch),
+                               kernels)
         functions = dict(module.functions, serving_default=module.functions["a2b_bytes"])
         model = cls(functions, source)  # tf.functions: each is traced on its first call
         model._module = module  # keeps the variables alive
@@ -296,4 +297,5 @@ def load_model(config: Config):
         return LocalModel.from_saved_model(saved)
     max_bytes = max(config.max_bytes, config.max_upload_bytes)
     return LocalModel.from_networks(nets, config.img_size, max_bytes, config.max_pixels,
-                                    config.max_batch, source=f"checkpoint {prefix}")
+                                    config.max_batch, source=f"checkpoint {prefix}",
+                                    kernels=config.kernels)
