@@ -242,10 +242,11 @@ def _compute_dtype(mixed_precision: str) -> str:
 # ---------------------------------------------------------------------------
 
 def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1,
-                    kernels="inference"):
+                    kernels="inference", freeze=False):
     """(fn, x, gflop, config): the generator's forward pass (A -> B) as a tf.function with
     the given `kernels` (model.layers.KERNELS), a random batch and the FLOPs the graph
-    executes."""
+    executes. freeze: the weights folded into the graph as constants (a lever measured here
+    only: it doubles the weights' memory, see docs/speed.md)."""
     import tensorflow as tf
 
     from ugatit_tf.model.networks import build_generator
@@ -257,6 +258,10 @@ def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1,
                      jit_compile=jit_compile or None)
     x = tf.random.stateless_uniform([batch, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
     gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
+    if freeze:
+        from tensorflow.python.framework.convert_to_constants import \
+            convert_variables_to_constants_v2
+        fn = convert_variables_to_constants_v2(fn.get_concrete_function(x))
     return fn, x, gflop, cfg
 
 
@@ -271,15 +276,16 @@ def _time_runs(fn, x, runs):
 
 def bench_infer(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
                 jit_compile: bool = False, batch: int = 1, peak: float | None = None,
-                log=print, kernels: str = "inference") -> dict:
+                log=print, kernels: str = "inference", freeze: bool = False) -> dict:
     """The generator's forward pass (A -> B) on a random batch, as a tf.function."""
     before = load()
     with PeakMemory() as memory:
-        fn, x, gflop, cfg = _infer_function(spec, mixed_precision, jit_compile, batch, kernels)
+        fn, x, gflop, cfg = _infer_function(spec, mixed_precision, jit_compile, batch, kernels,
+                                            freeze)
         _time_runs(fn, x, warmup)
         times = _time_runs(fn, x, repeats)
     return _row(spec, times, gflop, peak, {
-        "batch": batch, "kernels": kernels,
+        "batch": batch, "kernels": kernels, "freeze": freeze,
         "nominal_gflop": nominal_generator_gflop(cfg) * batch,
         "peak_rss_mib": memory.mib, "load_before": before, "load_after": load()})
 
@@ -438,14 +444,16 @@ def _time_saved_model(nets, cfg, path, x, warmup, repeats) -> list[float]:
 
 def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
                  quantizations=("float32", "float16", "dynamic", "int8"),
-                 peak: float | None = None, log=print) -> list[dict]:
-    """The A -> B generator exported as a SavedModel (its float `a2b` signature, batch 1)
+                 peak: float | None = None, log=print,
+                 kernels: str = "inference") -> list[dict]:
+    """The A -> B generator exported as a SavedModel (its float `a2b` signature, batch 1,
+    with `kernels`)
     and as TFLite files in each quantization (`measure_tflite`, random weights), latency per
     invocation."""
     import tensorflow as tf
 
     from ugatit_tf.model.networks import Networks
-    cfg = make_config(spec)
+    cfg = make_config(spec, kernels=kernels)
     tmp = tempfile.mkdtemp(prefix="ugatit-bench-tflite-")
     tf.random.set_seed(cfg.seed)
     nets = Networks(cfg, discriminators=False)
@@ -544,7 +552,7 @@ class TorchPeer:
 
 def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_args: dict,
                        batch: int = 1, peaks: dict | None = None,
-                       kernels: str = "inference") -> list[dict]:
+                       kernels: str = "inference", freeze: bool = False) -> list[dict]:
     """Our generator in each of `precisions` and the official PyTorch generator in each of
     PEER_MODES, interleaved run by run (round r times every variant once), so that every
     variant sees the same load. One row per variant; the peer's rows carry `ratio`: its
@@ -553,7 +561,8 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
     ours = {}
     for mp in precisions:
         with PeakMemory() as memory:
-            fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch, kernels=kernels)
+            fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch, kernels=kernels,
+                                                freeze=freeze)
             _time_runs(fn, x, warmup)
         ours[mp] = dict(fn=fn, x=x, gflop=gflop, times=[], mib=memory.mib)
     peer = TorchPeer(cfg=cfg, batch=batch, warmup=warmup, **peer_args)
@@ -577,7 +586,7 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
         dtype = _compute_dtype(mp)
         rows.append(_row(f"{spec} ours {dtype}", entry["times"], entry["gflop"],
                          peaks.get(dtype), {"side": "ours", "precision": dtype, "batch": batch,
-                                            "kernels": kernels,
+                                            "kernels": kernels, "freeze": freeze,
                                             "peak_rss_mib": entry["mib"],
                                             "load_before": before, "load_after": after}))
     medians = {r["precision"]: r["median_s"] for r in rows}
@@ -613,8 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("none", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--jit_compile", type=str2bool, default=False)
     p.add_argument("--kernels", choices=("inference", "reference"), default="inference",
-                   help="infer mode: the generator's kernels (see --kernels of main.py); "
-                        "train always uses the reference ones")
+                   help="infer mode, SavedModel of tflite mode: the generator's kernels (see "
+                        "--kernels of main.py); train always uses the reference ones")
+    p.add_argument("--freeze", type=str2bool, default=False,
+                   help="infer mode: fold the weights into the graph as constants")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored",
                                                              "multiworker"))
     p.add_argument("--threads", type=int, default=2,
@@ -681,14 +692,16 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
         peer_args = dict(torch_python=args.torch_python, original=args.original,
                          threads=args.threads)
         return bench_side_by_side(spec, repeats, args.warmup, precisions, peer_args,
-                                  args.batch_size, peaks, args.kernels)
+                                  args.batch_size, peaks, args.kernels, args.freeze)
     if args.mode == "infer":
         return [bench_infer(spec, repeats, args.warmup, args.mixed_precision,
-                            args.jit_compile, args.batch_size, peak, kernels=args.kernels)]
+                            args.jit_compile, args.batch_size, peak, kernels=args.kernels,
+                            freeze=args.freeze)]
     if args.mode == "train":
         return [bench_train(spec, repeats, args.warmup, args.mixed_precision,
                             args.jit_compile, args.strategy, args.batch_size, peak)]
-    return bench_tflite(spec, repeats, args.warmup, args.threads, peak=peak)
+    return bench_tflite(spec, repeats, args.warmup, args.threads, peak=peak,
+                        kernels=args.kernels)
 
 
 def main(argv=None) -> int:
@@ -732,7 +745,7 @@ def main(argv=None) -> int:
               "peak_rss_mib": {r["config"]: r.get("peak_rss_mib") for r in rows},
               "flags": {"mixed_precision": args.mixed_precision,
                         "jit_compile": args.jit_compile, "strategy": args.strategy,
-                        "kernels": args.kernels,
+                        "kernels": args.kernels, "freeze": args.freeze,
                         "batch_size": args.batch_size, "repeats": repeats,
                         "warmup": args.warmup},
               "peak_gflops": peaks}

@@ -193,14 +193,17 @@ def build_optimizers(nets, g_optim, d_optim) -> None:
     d_optim.build(d_vars)
 
 
-def load_networks(config: Config, discriminators: bool = False, checkpoint: str | None = None):
+def load_networks(config: Config, discriminators: bool = False, checkpoint: str | None = None,
+                  mixed_precision: str = "none"):
     """Build the networks (a Networks) and restore the given checkpoint prefix, else
     config.checkpoint, else the latest checkpoint of `config`; returns (networks, prefix).
-    Raises CheckpointError with what to do when there is none."""
+    `mixed_precision` (a --mixed_precision value) is the compute precision they are built
+    with (weights stay float32). Raises CheckpointError with what to do when there is none."""
     import tensorflow as tf
 
     from ugatit_tf.model.networks import Networks
     from ugatit_tf.model.restore import restore_variables
+    from ugatit_tf.model.precision import precision_policy
     folder = model_checkpoint_dir(config)
     prefix = checkpoint or (locate_checkpoint(config.checkpoint) if config.checkpoint
                             else latest_checkpoint(folder))
@@ -208,7 +211,8 @@ def load_networks(config: Config, discriminators: bool = False, checkpoint: str 
         raise CheckpointError(no_checkpoint_message(config))
     check_config_matches(config, os.path.dirname(prefix) or folder)
     # zeros, not random numbers, then one variable at a time: the full model fits in 4 GB
-    nets = Networks(config, discriminators=discriminators, generator_init="zeros")
+    with precision_policy(mixed_precision):
+        nets = Networks(config, discriminators=discriminators, generator_init="zeros")
     try:
         restore_variables(make_checkpoint(nets), prefix)  # optimizer slots are not read
     except (tf.errors.OpError, ValueError) as e:

@@ -290,7 +290,7 @@ def load_model(config: Config):
                               f"{os.path.join(config.export_dir, name)}/VERSION)")
         return LocalModel.from_saved_model(saved)
     try:
-        nets, prefix = load_networks(config)
+        nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
     except CheckpointError:
         if saved is None or getattr(config, "checkpoint", ""):
             raise

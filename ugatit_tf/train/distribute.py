@@ -7,20 +7,17 @@ why a distributed run equals one device with the same global batch, up to float 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 
-import keras
 import tensorflow as tf
 
 from ugatit_tf.config import ConfigError
+from ugatit_tf.model.precision import PRECISIONS, policy_name, precision_policy  # noqa: F401
 
 STRATEGIES = ("default", "mirrored", "multiworker")
-PRECISIONS = {"none": "float32", "mixed_float16": "mixed_float16",
-              "mixed_bfloat16": "mixed_bfloat16"}
 
 _STRATEGY_CACHE: dict = {}
 
@@ -154,26 +151,6 @@ class Sharding:
 # ---------------------------------------------------------------------------
 # Mixed precision
 # ---------------------------------------------------------------------------
-
-def policy_name(mixed_precision: str) -> str:
-    if mixed_precision not in PRECISIONS:
-        raise ConfigError(f"--mixed_precision must be one of {', '.join(PRECISIONS)}; "
-                          f"got {mixed_precision!r}")
-    return PRECISIONS[mixed_precision]
-
-
-@contextlib.contextmanager
-def precision_policy(mixed_precision: str):
-    """Build networks under the Keras dtype policy of --mixed_precision (the previous global
-    policy comes back afterwards: layers keep the policy they were built with)."""
-    name = policy_name(mixed_precision)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
 
 def uses_loss_scale(mixed_precision: str) -> bool:
     return mixed_precision == "mixed_float16"
