@@ -671,11 +671,13 @@ def fold_cam_halves(kernel, w_gap, w_gmp):
     """A 1x1 kernel [1, 1, 2C, out] applied to [x * w_gap, x * w_gmp] equals the kernel
     [1, 1, C, out] w_gap * K[:C] + w_gmp * K[C:] applied to x (exact up to rounding).
     Computed in float32 (the scales may arrive in the compute dtype)."""
+    # tf.split, not two slices: its gradient is one concatenation, where each slice's would
+    # be a zero-filled copy of the whole (large) kernel; the values are the same
     k = tf.convert_to_tensor(kernel)
-    c = k.shape[2] // 2
-    w_gap = tf.cast(w_gap, k.dtype)[:, None]
-    w_gmp = tf.cast(w_gmp, k.dtype)[:, None]
-    return (w_gap * k[0, 0, :c] + w_gmp * k[0, 0, c:])[None, None]
+    gap_half, gmp_half = tf.split(tf.reshape(k, k.shape[2:]), 2, axis=0)
+    w_gap = tf.cast(w_gap, gap_half.dtype)[:, None]
+    w_gmp = tf.cast(w_gmp, gap_half.dtype)[:, None]
+    return (w_gap * gap_half + w_gmp * gmp_half)[None, None]
 
 
 # conv3x3(reflect_pad1(upsample2x(x))) as a stride-2 transposed convolution: along each
