@@ -553,18 +553,22 @@ class TorchPeer:
 def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_args: dict,
                        batch: int = 1, peaks: dict | None = None,
                        kernels: str = "inference", freeze: bool = False) -> list[dict]:
-    """Our generator in each of `precisions` and the official PyTorch generator in each of
-    PEER_MODES, interleaved run by run (round r times every variant once), so that every
-    variant sees the same load. One row per variant; the peer's rows carry `ratio`: its
-    median over ours in the matching precision (above 1: we are faster)."""
+    """Our generator in each of `precisions` (and, with kernels "both", with the inference
+    and the reference kernels) and the official PyTorch generator in each of PEER_MODES,
+    interleaved run by run (round r times every variant once), so that every variant sees
+    the same load. One row per variant; the peer's rows carry `ratio`: its median over ours
+    (inference kernels unless kernels is "reference") in the matching precision (above 1: we
+    are faster)."""
     peaks = peaks or {}
+    kernel_list = ["inference", "reference"] if kernels == "both" else [kernels]
     ours = {}
     for mp in precisions:
-        with PeakMemory() as memory:
-            fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch, kernels=kernels,
-                                                freeze=freeze)
-            _time_runs(fn, x, warmup)
-        ours[mp] = dict(fn=fn, x=x, gflop=gflop, times=[], mib=memory.mib)
+        for k in kernel_list:
+            with PeakMemory() as memory:
+                fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch, kernels=k,
+                                                    freeze=freeze)
+                _time_runs(fn, x, warmup)
+            ours[(mp, k)] = dict(fn=fn, x=x, gflop=gflop, times=[], mib=memory.mib)
     peer = TorchPeer(cfg=cfg, batch=batch, warmup=warmup, **peer_args)
     try:
         peer_rows = {m: dict(times=[], mib=peer.run(m, 0)["peak_rss_mib"]) for m in PEER_MODES}
@@ -582,14 +586,15 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
     finally:
         peer.close()
     rows = []
-    for mp, entry in ours.items():
+    for (mp, k), entry in ours.items():
         dtype = _compute_dtype(mp)
-        rows.append(_row(f"{spec} ours {dtype}", entry["times"], entry["gflop"],
+        label = f"{spec} ours {dtype}" + ("" if k == kernel_list[0] else f" {k} kernels")
+        rows.append(_row(label, entry["times"], entry["gflop"],
                          peaks.get(dtype), {"side": "ours", "precision": dtype, "batch": batch,
-                                            "kernels": kernels, "freeze": freeze,
+                                            "kernels": k, "freeze": freeze,
                                             "peak_rss_mib": entry["mib"],
                                             "load_before": before, "load_after": after}))
-    medians = {r["precision"]: r["median_s"] for r in rows}
+    medians = {r["precision"]: r["median_s"] for r in rows if r["kernels"] == kernel_list[0]}
     for mode, entry in peer_rows.items():
         dtype = "bfloat16" if mode.endswith("bf16") else "float32"
         row = _row(f"{spec} torch {mode}", entry["times"], None, None, {
@@ -621,9 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed_precision", default="none",
                    choices=("none", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--jit_compile", type=str2bool, default=False)
-    p.add_argument("--kernels", choices=("inference", "reference"), default="inference",
+    p.add_argument("--kernels", choices=("inference", "reference", "both"),
+                   default="inference",
                    help="infer mode, SavedModel of tflite mode: the generator's kernels (see "
-                        "--kernels of main.py); train always uses the reference ones")
+                        "--kernels of main.py; both: --peer torch only, ours with each, "
+                        "interleaved); train always uses the reference ones")
     p.add_argument("--freeze", type=str2bool, default=False,
                    help="infer mode: fold the weights into the graph as constants")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored",
@@ -653,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'config':40s} {'min s':>9s} {'median s':>9s} {'max s':>9s} {'GFLOP':>9s} "
+    width = max([40] + [len(r["config"]) for r in rows])
+    head = (f"{'config':{width}s} {'min s':>9s} {'median s':>9s} {'max s':>9s} {'GFLOP':>9s} "
             f"{'GFLOP/s':>8s} {'peak':>6s} {'RSS MiB':>8s} {'ratio':>6s} {'load':>10s}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -663,7 +671,7 @@ def format_table(rows: list[dict]) -> str:
             return format("-", ">" + fmt.split(".")[0])
         peak = f"{100 * r['peak_fraction']:.0f}%" if r.get("peak_fraction") else "-"
         loadtxt = f"{r.get('load_before', '-')}/{r.get('load_after', '-')}"
-        lines.append(f"{r['config']:40s} {f(r['min_s'], '9.4f')} {f(r['median_s'], '9.4f')} "
+        lines.append(f"{r['config']:{width}s} {f(r['min_s'], '9.4f')} {f(r['median_s'], '9.4f')} "
                      f"{f(r['max_s'], '9.4f')} {f(r.get('gflop'), '9.2f')} "
                      f"{f(r.get('gflops'), '8.1f')} {peak:>6s} "
                      f"{f(r.get('peak_rss_mib'), '8.0f')} {f(r.get('ratio'), '6.2f')} "
@@ -672,7 +680,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _peer_problem(args) -> str | None:
-    """The one-line reason why --peer cannot run, checked before any work, or None."""
+    """The one-line reason why --peer (or --kernels both) cannot run, checked before any work,
+    or None."""
+    if args.kernels == "both" and args.peer == "none":
+        return "--kernels both works with --peer torch only (ours is timed with each kernel set"\
+               " in the same rounds as the peer)"
     if args.peer == "none":
         return None
     if args.mode != "infer":

@@ -196,3 +196,34 @@ def test_infer_side_by_side_with_a_stand_in_peer(tmp_path):
     for name, ours in ((names[2], f32), (names[3], f32), (names[4], bf16)):
         assert out["ratios"][name] == pytest.approx(rows[name]["median_s"] / ours)
     assert rows[names[2]]["torch"] == "0.0-fake"
+
+
+def test_kernels_both_times_ours_with_each_kernel_set_beside_the_peer(tmp_path):
+    """--kernels both: ours with the inference and with the reference kernels in the same
+    rounds; the peer's ratio is against the inference kernels."""
+    (tmp_path / "torch.py").write_text(FAKE_TORCH)
+    (tmp_path / "networks.py").write_text(FAKE_NETWORKS)
+    python = tmp_path / "torch_python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    res = _benchmark("infer", "--configs", "light:32:4:2", "--repeats", "2", "--no_peak",
+                     "--peer", "torch", "--kernels", "both", "--json",
+                     "--original", str(tmp_path), "--torch_python", str(python))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1][len("JSON: "):])
+    rows = {r["config"]: r for r in out["details"]}
+    ours = "light:32:4:2 ours float32"
+    assert list(rows)[:2] == [ours, ours + " reference kernels"]
+    assert rows[ours]["kernels"] == "inference"
+    assert rows[ours + " reference kernels"]["kernels"] == "reference"
+    eager = "light:32:4:2 torch eager"
+    assert out["ratios"][eager] == pytest.approx(rows[eager]["median_s"]
+                                                 / rows[ours]["median_s"])
+
+
+def test_kernels_both_without_the_peer_is_refused():
+    res = _benchmark("infer", "--kernels", "both")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        "benchmark.py: error: --kernels both works with --peer torch only (ours is timed "
+        "with each kernel set in the same rounds as the peer)")
