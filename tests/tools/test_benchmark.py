@@ -174,19 +174,24 @@ def test_peer_script_protocol_with_a_stand_in_torch(tmp_path):
                                    "eager, compiled, compiled_bf16"}
 
 
-def test_infer_side_by_side_with_a_stand_in_peer(tmp_path):
-    """--peer torch: our float32 and bfloat16 rows, then the three peer rows, each with its
-    ratio to ours in the matching precision (the stand-in peer is the fake torch above)."""
+def _side_by_side(tmp_path, *args):
+    """The infer mode with --peer torch against the stand-in peer (the fake torch above):
+    the JSON line."""
     (tmp_path / "torch.py").write_text(FAKE_TORCH)
     (tmp_path / "networks.py").write_text(FAKE_NETWORKS)
     python = tmp_path / "torch_python"
     python.write_text(f"#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
-    res = _benchmark("infer", "--configs", "light:32:4:2", "--repeats", "3", "--no_peak",
-                     "--peer", "torch", "--mixed_precision", "mixed_bfloat16", "--json",
-                     "--original", str(tmp_path), "--torch_python", str(python))
+    res = _benchmark("infer", "--configs", "light:32:4:2", "--no_peak", "--peer", "torch",
+                     "--json", "--original", str(tmp_path), "--torch_python", str(python), *args)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1][len("JSON: "):])
+    return json.loads(res.stdout.strip().splitlines()[-1][len("JSON: "):])
+
+
+def test_infer_side_by_side_with_a_stand_in_peer(tmp_path):
+    """--peer torch: our float32 and bfloat16 rows, then the three peer rows, each with its
+    ratio to ours in the matching precision (the stand-in peer is the fake torch above)."""
+    out = _side_by_side(tmp_path, "--repeats", "3", "--mixed_precision", "mixed_bfloat16")
     rows = {r["config"]: r for r in out["details"]}
     names = [f"light:32:4:2 {n}" for n in ("ours float32", "ours bfloat16", "torch eager",
                                            "torch compiled", "torch compiled_bf16")]
@@ -201,16 +206,7 @@ def test_infer_side_by_side_with_a_stand_in_peer(tmp_path):
 def test_kernels_both_times_ours_with_each_kernel_set_beside_the_peer(tmp_path):
     """--kernels both: ours with the inference and with the reference kernels in the same
     rounds; the peer's ratio is against the inference kernels."""
-    (tmp_path / "torch.py").write_text(FAKE_TORCH)
-    (tmp_path / "networks.py").write_text(FAKE_NETWORKS)
-    python = tmp_path / "torch_python"
-    python.write_text(f"#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} \"$@\"\n")
-    python.chmod(0o755)
-    res = _benchmark("infer", "--configs", "light:32:4:2", "--repeats", "2", "--no_peak",
-                     "--peer", "torch", "--kernels", "both", "--json",
-                     "--original", str(tmp_path), "--torch_python", str(python))
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1][len("JSON: "):])
+    out = _side_by_side(tmp_path, "--repeats", "2", "--kernels", "both")
     rows = {r["config"]: r for r in out["details"]}
     ours = "light:32:4:2 ours float32"
     assert list(rows)[:2] == [ours, ours + " reference kernels"]
