@@ -347,7 +347,7 @@ def _apply_affine(x, x32, scale, shift, relu=False):
 # the formulas written with TensorFlow ops (training, gradients, TFLite); "inference" through
 # FusedBatchNormV3 (oneDNN: statistics in float32, one pass to apply them, ReLU fused by
 # Grappler's remapper, no casts around it under mixed precision) and reflect padding by
-# concatenation. Forward only: the statistics fed to the kernel get no gradient.
+# two gathers. Forward only: the statistics fed to the kernel get no gradient.
 KERNELS = ("reference", "inference")
 
 
@@ -359,15 +359,14 @@ def check_kernels(kernels):
 def _instances_as_channels(x):
     """[N, H, W, C] -> [1, H, W, N * C]: every (sample, channel) becomes one channel of a
     single image, so a batch norm over batch and space is an instance norm. Free for N = 1
-    (the transpose only moves an axis of size 1, which TensorFlow does as a reshape)."""
-    s = tf.shape(x)
-    return tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, s[1], s[2], s[0] * s[3]])
+    (the transpose only moves an axis of size 1, which TensorFlow does as a reshape). H and W
+    are static (the model's size); N may be dynamic."""
+    return tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, x.shape[1], x.shape[2], -1])
 
 
 def _instances_back(y, x):
     """The inverse of _instances_as_channels, to x's shape."""
-    s = tf.shape(x)
-    return tf.transpose(tf.reshape(y, [s[1], s[2], s[0], s[3]]), [2, 0, 1, 3])
+    return tf.transpose(tf.reshape(y, [x.shape[1], x.shape[2], -1, x.shape[3]]), [2, 0, 1, 3])
 
 
 def _batch_norm(xi, scale, offset, mean=None, variance=None, epsilon=EPS):
@@ -385,61 +384,44 @@ def _batch_norm(xi, scale, offset, mean=None, variance=None, epsilon=EPS):
 
 def _fused_instance_norm(x, gamma, beta, relu):
     """relu?(gamma * IN(x) + beta) with gamma, beta float32 [C] (one pass of FusedBatchNorm)."""
-    n = tf.shape(x)[0]
-    y = _batch_norm(_instances_as_channels(x), tf.tile(gamma, [n]), tf.tile(beta, [n]))[0]
-    return _instances_back(tf.nn.relu(y) if relu else y, x)
-
-
-def _fused_instance_moments(xi, shape, n_in):
-    """Biased instance mean and variance [N, 1, 1, C] of x (given as _instances_as_channels)
-    from FusedBatchNorm's statistics (its variance output is the unbiased one)."""
-    k = tf.shape(xi)[3]
-    _, mean, var = _batch_norm(xi, tf.ones([k]), tf.zeros([k]))
-    stats_shape = [shape[0], 1, 1, shape[3]]
-    return tf.reshape(mean, stats_shape), tf.reshape(var * ((n_in - 1) / n_in), stats_shape)
-
-
-def _fused_affine(x, xi, scale, shift, relu):
-    """relu?(x * scale + shift) with [N, 1, 1, C] float32 coefficients, as one FusedBatchNorm
-    pass with mean 0, variance 1 and epsilon 0."""
-    k = tf.shape(xi)[3]
-    y = _batch_norm(xi, tf.reshape(scale, [k]), tf.reshape(shift, [k]), tf.zeros([k]),
-                    tf.ones([k]), epsilon=0.0)[0]
+    n = tf.shape(x)[:1]
+    y = _batch_norm(_instances_as_channels(x), tf.tile(gamma, n), tf.tile(beta, n))[0]
     return _instances_back(tf.nn.relu(y) if relu else y, x)
 
 
 def _fused_layer_instance_norm(x, rho, gamma, beta, unbiased, relu):
-    """relu?(LIN/AdaLIN) with the "inference" kernels: a statistics pass, then one
-    scale-and-shift pass; gamma and beta broadcast to [N, 1, 1, C] (float32)."""
+    """relu?(LIN/AdaLIN) with the "inference" kernels: FusedBatchNorm's statistics pass (its
+    variance output is the unbiased one), the coefficients in float32 as the reference
+    computes them, then one scale-and-shift pass (mean 0, variance 1, epsilon 0). gamma and
+    beta broadcast to [N, 1, 1, C] (float32)."""
     xi = _instances_as_channels(x)
+    k = tf.shape(xi)[3:]
     n_in, n_ln = _spatial_count(x), _spatial_count(x, channels=True)
-    in_mean, in_var = _fused_instance_moments(xi, tf.shape(x), n_in)
-    scale, shift = _lin_coefficients(in_mean, in_var, rho, unbiased, n_in, n_ln)
-    scale, shift = scale * gamma, shift * gamma + beta
-    batch = tf.shape(x)[0]
-    return _fused_affine(x, xi, tf.broadcast_to(scale, [batch, 1, 1, x.shape[3]]),
-                         tf.broadcast_to(shift, [batch, 1, 1, x.shape[3]]), relu)
+    _, mean, var = _batch_norm(xi, tf.ones(k), tf.zeros(k))
+    stats_shape = [-1, 1, 1, x.shape[3]]
+    in_mean = tf.reshape(mean, stats_shape)
+    in_var = tf.reshape(var * ((n_in - 1) / n_in), stats_shape)
+    scale, shift = _lin_coefficients(in_mean, in_var, rho, unbiased, n_in, n_ln)  # [N,1,1,C]
+    y = _batch_norm(xi, tf.reshape(scale * gamma, [-1]), tf.reshape(shift * gamma + beta, [-1]),
+                    tf.zeros(k), tf.ones(k), epsilon=0.0)[0]
+    return _instances_back(tf.nn.relu(y) if relu else y, x)
 
 
 def reflect_pad(x, before, after, kernels="reference"):
     """Reflect padding of H and W (as np.pad mode 'reflect'): tf.pad(REFLECT) for the
-    "reference" kernels; concatenation of reversed slices for "inference" (same values,
-    faster: plain copies)."""
-    pads = [[0, 0], [before, after], [before, after], [0, 0]]
+    "reference" kernels; for "inference" one gather of rows and one of columns (the same
+    values; plain row copies, faster than MirrorPad here; H and W static)."""
     if kernels == "reference":
-        return tf.pad(x, pads, mode="REFLECT")
+        return tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
     for axis in (1, 2):
-        parts = [x]
-        if before:
-            parts.insert(0, tf.reverse(_take(x, axis, 1, before + 1), [axis]))
-        if after:
-            parts.append(tf.reverse(_take(x, axis, -after - 1, -1), [axis]))
-        x = tf.concat(parts, axis)
+        x = tf.gather(x, reflect_indices(x.shape[axis], before, after), axis=axis)
     return x
 
 
-def _take(x, axis, start, stop):
-    return x[:, start:stop] if axis == 1 else x[:, :, start:stop]
+def reflect_indices(n, before, after):
+    """The source index of every position of a reflect-padded axis of length n."""
+    return (list(range(before, 0, -1)) + list(range(n))
+            + list(range(n - 2, n - 2 - after, -1)))
 
 
 class InstanceNorm(CheckpointNamed):
