@@ -250,7 +250,7 @@ def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1,
     import tensorflow as tf
 
     from ugatit_tf.model.networks import build_generator
-    from ugatit_tf.train.distribute import precision_policy
+    from ugatit_tf.model.precision import precision_policy
     cfg = make_config(spec)
     with precision_policy(mixed_precision):
         gen = build_generator(cfg, "generator_B")

@@ -311,7 +311,7 @@ def test_half_precision_layers_keep_float32_statistics():
     import tensorflow as tf
 
     from tests.conftest import tiny_config
-    from ugatit_tf.train.distribute import precision_policy
+    from ugatit_tf.model.precision import precision_policy
     from ugatit_tf.model.networks import build_discriminator, build_generator
     cfg = tiny_config(n_res=1)
     keras.utils.set_random_seed(1)

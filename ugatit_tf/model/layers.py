@@ -491,12 +491,12 @@ class AdaLIN(CheckpointNamed):
 
     def call(self, x, gamma, beta, relu=False, kernels="reference"):
         """relu?(AdaLIN(x)) in x's dtype; gamma, beta [N, C]; kernels: see KERNELS."""
-        x32 = x if kernels == "inference" else wide(x)
-        rho = tf.cast(self.rho, tf.float32 if kernels == "inference" else x32.dtype)
+        x32 = wide(x)
+        rho = tf.cast(self.rho, x32.dtype)
         if self.smoothing:
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
-        gamma = tf.cast(gamma, rho.dtype)[:, None, None, :]
-        beta = tf.cast(beta, rho.dtype)[:, None, None, :]
+        gamma = tf.cast(gamma, x32.dtype)[:, None, None, :]
+        beta = tf.cast(beta, x32.dtype)[:, None, None, :]
         if kernels == "inference":
             return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
@@ -526,12 +526,10 @@ class LIN(CheckpointNamed):
 
     def call(self, x, relu=False, kernels="reference"):
         """relu?(LIN(x)) in x's dtype; kernels: see KERNELS."""
-        if kernels == "inference":
-            rho, gamma, beta = (tf.convert_to_tensor(v) for v in (self.rho, self.gamma,
-                                                                   self.beta))
-            return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         x32 = wide(x)
         rho, gamma, beta = (tf.cast(v, x32.dtype) for v in (self.rho, self.gamma, self.beta))
+        if kernels == "inference":
+            return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
         return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
 

@@ -22,6 +22,7 @@ from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.model.checkpoints import (CheckpointError, build_optimizers, check_config_matches,
                                          make_checkpoint, model_checkpoint_dir, write_config)
 from ugatit_tf.model.networks import Networks, regularization_loss
+from ugatit_tf.model.precision import precision_policy
 from ugatit_tf.train import distribute as dist
 from ugatit_tf.train import losses as L
 from ugatit_tf.train.loss_curve import LossCurve
@@ -112,7 +113,7 @@ class Trainer:
         """The networks and both optimizers (with their slots), in the strategy's scope and
         under the --mixed_precision policy, and the D and G updates."""
         cfg = self.config
-        with dist.precision_policy(cfg.mixed_precision), self.strategy.scope():
+        with precision_policy(cfg.mixed_precision), self.strategy.scope():
             self.nets = Networks(cfg)
             self.g_optim = make_optimizer(cfg, "G_optim", cfg.mixed_precision)
             self.d_optim = make_optimizer(cfg, "D_optim", cfg.mixed_precision)
