@@ -149,6 +149,7 @@ def test_quiet_console_and_flags_from_the_checkpoint(work):
     assert res.returncode == 0 and "oneDNN" in res.stderr, res.stderr
 
 
+@pytest.mark.slow
 def test_light_model_at_another_size_writes_beside(work):
     res = subprocess.run([sys.executable] + MAIN + ["--phase", "test", "--checkpoint", CKPT,
                                                     "--img_size", "96", "--input", "photos"],

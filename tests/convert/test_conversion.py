@@ -145,7 +145,7 @@ def leftovers(folder):
 # TF1: whole conversion against the numpy reference
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("light", [True, False])
+@pytest.mark.parametrize("light", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_tf1_conversion_matches_reference(tmp_path, float64, light):
     rng = np.random.default_rng(1 if light else 2)
     weights = tf1_weights(light, rng)
@@ -219,6 +219,7 @@ def test_tf1_conversion_matches_reference(tmp_path, float64, light):
     assert checked == sum(1 for n in weights if not n.endswith("/u"))
 
 
+@pytest.mark.slow
 def test_tf1_float32_checkpoint_default_precision(tmp_path, float32):
     """The real case: float32 weights into float32 networks (no sn, light, n_dis 5)."""
     rng = np.random.default_rng(3)
@@ -248,7 +249,7 @@ def test_tf1_float32_checkpoint_default_precision(tmp_path, float32):
 # PyTorch: whole conversion against the numpy reference
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("light", [True, False])
+@pytest.mark.parametrize("light", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_pytorch_conversion_matches_reference(tmp_path, float64, light):
     rng = np.random.default_rng(4 if light else 5)
     states = torch_states(light, rng)
@@ -376,6 +377,7 @@ def test_torch_format_bounds_and_legacy(tmp_path):
         convert_pytorch(str(legacy), "x", checkpoint_dir=str(tmp_path / "o"), log=quiet)
 
 
+@pytest.mark.slow
 def test_truncated_files(tmp_path):
     rng = np.random.default_rng(7)
     weights = tf1_weights(True, rng)
@@ -471,6 +473,7 @@ def test_missing_extra_and_wrong_shape_are_all_listed(tmp_path):
     assert "unknown to the network (2):\n  disGB/num_batches_tracked\n  optimizer" in text
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite(tmp_path):
     rng = np.random.default_rng(9)
     prefix = write_tf1(str(tmp_path / "tf1" / "UGATIT_light.model"), tf1_weights(True, rng),
@@ -488,6 +491,7 @@ def test_refuses_to_overwrite(tmp_path):
     assert leftovers(out) == []
 
 
+@pytest.mark.slow
 def test_cli_prints_flags_and_verifies(tmp_path, capsys):
     rng = np.random.default_rng(10)
     src = tmp_path / "UGATIT_light_faces_lsgan_2resblock_4dis_1_1_10_10_1000_sn_smoothing"
@@ -637,6 +641,7 @@ def test_streamed_checkpoint_equals_a_saved_model(tmp_path, monkeypatch):
     assert checked == len(weights)
 
 
+@pytest.mark.slow
 def test_binary_state_file_and_bad_paths(tmp_path, capsys):
     rng = np.random.default_rng(12)
     src = tmp_path / "src"

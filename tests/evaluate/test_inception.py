@@ -88,6 +88,7 @@ def test_extractor_input_paths(extractor):
     with pytest.raises(TypeError):
         extractor.from_uint8(ims.astype(np.float32))
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside keras save_weights
 def test_weights_path_round_trip_and_bad_file(extractor, tmp_path):
     # Builds two more networks (a few seconds each).

@@ -57,6 +57,7 @@ def test_export_models_from_checkpoint(tmp_path, capsys):
                          version=3)
 
 
+@pytest.mark.slow
 def test_export_models_takes_options_from_config(nets, tmp_path):
     if not all(hasattr(Config, f) for f in ("export_dir", "export_format", "version")):
         pytest.skip("Config has no export flags")

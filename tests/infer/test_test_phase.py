@@ -97,6 +97,7 @@ def test_unwritable_result_folder_in_test_phase(tiny_dataset, tmp_path):
     assert str(e.value).endswith("): check --result_dir (it must be a writable folder)")
 
 
+@pytest.mark.slow
 def test_test_phase_in_bfloat16_is_close_to_float32(trained, tmp_path):
     """--mixed_precision mixed_bfloat16 runs the generators in bfloat16 (float32 weights and
     statistics): the PNGs differ from the float32 ones, by a few levels at most (bfloat16

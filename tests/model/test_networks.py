@@ -284,6 +284,7 @@ def test_batch_items_are_independent():
 # ---------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.float32  # 67M parameters: counts and shapes do not depend on the dtype
 def test_parameter_counts_light_and_discriminators():
     cfg = Config(light=True)
     assert count_params(build_generator(cfg, "generator_B")) == 10_600_388

@@ -38,7 +38,7 @@ def _values(models):
     return {v.path: v.numpy() for m in models for v in m.variables}
 
 
-@pytest.mark.parametrize("variant", ["tf1", "pytorch"])
+@pytest.mark.parametrize("variant", ["tf1", pytest.param("pytorch", marks=pytest.mark.slow)])
 def test_same_as_checkpoint_read(tmp_path, variant):
     config, nets, prefix = _saved(tmp_path, variant=variant)
     ours = Networks(config, generator_init="zeros")

@@ -203,6 +203,7 @@ def test_infer_side_by_side_with_a_stand_in_peer(tmp_path):
     assert rows[names[2]]["torch"] == "0.0-fake"
 
 
+@pytest.mark.slow
 def test_kernels_both_times_ours_with_each_kernel_set_beside_the_peer(tmp_path):
     """--kernels both: ours with the inference and with the reference kernels in the same
     rounds; the peer's ratio is against the inference kernels."""
