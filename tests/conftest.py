@@ -1,6 +1,7 @@
-"""Test setup: quiet TensorFlow, the repo root importable, Keras state freed between files, and
-the two things most tests share: `tiny_config` (the tiny model every test trains or loads) and
-the `tiny_dataset` fixture (a small procedural data set on disk).
+"""Test setup: quiet TensorFlow, the repo root importable, Keras state freed between files, the
+longest files first (for the two workers), and the two things most tests share: `tiny_config`
+(the tiny model every test trains or loads) and the `tiny_dataset` fixture (a small procedural
+data set on disk).
 
 Import the helper as `from tests.conftest import tiny_config`.
 """
@@ -41,6 +42,24 @@ def tiny_config(out=None, **changes) -> Config:
                       result_dir=os.path.join(out, "results"))
     values.update(changes)
     return Config(**values)
+
+
+# The files that take minutes, longest first (2026-12-03, 2 workers: from 250-400 s for
+# test_distribute.py down to about 70 s for serve/test_api.py). With --dist loadfile a file
+# runs whole on one worker; started first (pytest.ini turns off xdist's reordering by test
+# count, which put these few-test files last), they leave the many short files to fill in,
+# so both workers finish together.
+LONGEST_FILES = ("train/test_distribute.py", "train/test_trainer.py", "train/test_reliability.py",
+                 "convert/test_conversion.py", "test_cli.py", "evaluate/test_run.py",
+                 "model/test_networks.py", "train/test_mixed_precision.py",
+                 "train/test_pytorch_fidelity.py", "export/test_run.py", "serve/test_api.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::")[0].removeprefix("tests/")
+        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+    items.sort(key=rank)  # stable: the other files, and the tests inside each, keep their order
 
 
 @pytest.fixture(scope="session")
