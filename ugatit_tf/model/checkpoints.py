@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shlex
-from contextlib import nullcontext
 
 from ugatit_tf.common.files import write_json_atomic
 from ugatit_tf.config import Config
@@ -198,8 +197,8 @@ def load_networks(config: Config, discriminators: bool = False, checkpoint: str 
                   mixed_precision: str = "none"):
     """Build the networks (a Networks) and restore the given checkpoint prefix, else
     config.checkpoint, else the latest checkpoint of `config`; returns (networks, prefix).
-    `mixed_precision` (a --mixed_precision value other than "none") is the compute precision
-    they are built with (weights stay float32). Raises CheckpointError with what to do when there is none."""
+    `mixed_precision` (a --mixed_precision value) is the compute precision they are built
+    with (weights stay float32). Raises CheckpointError with what to do when there is none."""
     import tensorflow as tf
 
     from ugatit_tf.model.networks import Networks
@@ -212,9 +211,7 @@ def load_networks(config: Config, discriminators: bool = False, checkpoint: str 
         raise CheckpointError(no_checkpoint_message(config))
     check_config_matches(config, os.path.dirname(prefix) or folder)
     # zeros, not random numbers, then one variable at a time: the full model fits in 4 GB
-    # "none": the current policy (float32, or float64 in the reference tests)
-    policy = precision_policy(mixed_precision) if mixed_precision != "none" else nullcontext()
-    with policy:
+    with precision_policy(mixed_precision):
         nets = Networks(config, discriminators=discriminators, generator_init="zeros")
     try:
         restore_variables(make_checkpoint(nets), prefix)  # optimizer slots are not read

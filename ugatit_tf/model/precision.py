@@ -24,8 +24,13 @@ def policy_name(mixed_precision: str) -> str:
 @contextlib.contextmanager
 def precision_policy(mixed_precision: str):
     """Build networks under the Keras dtype policy of --mixed_precision (the previous global
-    policy comes back afterwards: layers keep the policy they were built with)."""
+    policy comes back afterwards: layers keep the policy they were built with). "none"
+    leaves the current policy as it is: float32, unless a caller chose another (the float64
+    reference tests)."""
     name = policy_name(mixed_precision)
+    if mixed_precision == "none":
+        yield
+        return
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:
