@@ -240,8 +240,19 @@ def test_concurrent_requests_are_batched_and_correct(server, service, saved_mode
         answers = list(pool.map(one, photos * 3))
     for data, answer in zip(photos * 3, answers):
         png = base64.b64decode(answer["predictions"][0]["b64"])
-        np.testing.assert_array_equal(decode_png(png), saved_model_png(saved_model, data))
+        assert_same_image_up_to_batch_rounding(decode_png(png), saved_model_png(saved_model, data))
     assert service.batcher.calls - calls < len(answers)  # some requests shared a model call
+
+
+def assert_same_image_up_to_batch_rounding(batched, single):
+    """A row of a batched call equals the same image run alone up to float32 rounding: from
+    8 rows on, oneDNN's and Eigen's kernels sum in another order (measured: at most 1.2e-6 on
+    outputs in [-1, 1], batch 8 and 16). As bytes, round((y + 1) * 127.5), that moves a value by
+    at most 1 level, and only one within 1.2e-6 * 127.5 = 1.5e-4 of a rounding boundary: about 3
+    values in 10,000. Another photo's answer, or a wrong row, differs almost everywhere."""
+    diff = np.abs(batched.astype(int) - single.astype(int))
+    assert diff.max() <= 1, diff.max()
+    assert np.count_nonzero(diff) <= max(3, diff.size // 200), np.count_nonzero(diff)
 
 
 def test_serving_url_uses_another_server(server, saved_model):
