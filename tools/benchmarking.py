@@ -35,6 +35,8 @@ import tempfile
 import time
 
 MODES = ("infer", "train", "tflite")
+# ugatit_tf.model.layers.KERNELS, written out: TensorFlow is imported only once a benchmark runs
+KERNEL_SETS = ("frozen", "inference", "reference")
 
 
 # ---------------------------------------------------------------------------
@@ -242,11 +244,10 @@ def _compute_dtype(mixed_precision: str) -> str:
 # ---------------------------------------------------------------------------
 
 def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1,
-                    kernels="inference", freeze=False):
+                    kernels="frozen"):
     """(fn, x, gflop, config): the generator's forward pass (A -> B) as a tf.function with
     the given `kernels` (model.layers.KERNELS), a random batch and the FLOPs the graph
-    executes. freeze: the weights folded into the graph as constants (a lever measured here
-    only: it doubles the weights' memory, see docs/speed.md)."""
+    executes."""
     import tensorflow as tf
 
     from ugatit_tf.model.networks import build_generator
@@ -258,10 +259,6 @@ def _infer_function(spec, mixed_precision="none", jit_compile=False, batch=1,
                      jit_compile=jit_compile or None)
     x = tf.random.stateless_uniform([batch, cfg.img_size, cfg.img_size, 3], [1, 2], -1, 1)
     gflop = graph_flops(fn.get_concrete_function(x)) / 1e9
-    if freeze:
-        from tensorflow.python.framework.convert_to_constants import \
-            convert_variables_to_constants_v2
-        fn = convert_variables_to_constants_v2(fn.get_concrete_function(x))
     return fn, x, gflop, cfg
 
 
@@ -276,16 +273,15 @@ def _time_runs(fn, x, runs):
 
 def bench_infer(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
                 jit_compile: bool = False, batch: int = 1, peak: float | None = None,
-                log=print, kernels: str = "inference", freeze: bool = False) -> dict:
+                log=print, kernels: str = "frozen") -> dict:
     """The generator's forward pass (A -> B) on a random batch, as a tf.function."""
     before = load()
     with PeakMemory() as memory:
-        fn, x, gflop, cfg = _infer_function(spec, mixed_precision, jit_compile, batch, kernels,
-                                            freeze)
+        fn, x, gflop, cfg = _infer_function(spec, mixed_precision, jit_compile, batch, kernels)
         _time_runs(fn, x, warmup)
         times = _time_runs(fn, x, repeats)
     return _row(spec, times, gflop, peak, {
-        "batch": batch, "kernels": kernels, "freeze": freeze,
+        "batch": batch, "kernels": kernels,
         "nominal_gflop": nominal_generator_gflop(cfg) * batch,
         "peak_rss_mib": memory.mib, "load_before": before, "load_after": load()})
 
@@ -445,7 +441,7 @@ def _time_saved_model(nets, cfg, path, x, warmup, repeats) -> list[float]:
 def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
                  quantizations=("float32", "float16", "dynamic", "int8"),
                  peak: float | None = None, log=print,
-                 kernels: str = "inference") -> list[dict]:
+                 kernels: str = "frozen") -> list[dict]:
     """The A -> B generator exported as a SavedModel (its float `a2b` signature, batch 1,
     with `kernels`)
     and as TFLite files in each quantization (`measure_tflite`, random weights), latency per
@@ -552,21 +548,20 @@ class TorchPeer:
 
 def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_args: dict,
                        batch: int = 1, peaks: dict | None = None,
-                       kernels: str = "inference", freeze: bool = False) -> list[dict]:
-    """Our generator in each of `precisions` (and, with kernels "both", with the inference
-    and the reference kernels) and the official PyTorch generator in each of PEER_MODES,
+                       kernels: str = "frozen") -> list[dict]:
+    """Our generator in each of `precisions` (and, with kernels "all", with each of
+    KERNEL_SETS) and the official PyTorch generator in each of PEER_MODES,
     interleaved run by run (round r times every variant once), so that every variant sees
     the same load. One row per variant; the peer's rows carry `ratio`: its median over ours
-    (inference kernels unless kernels is "reference") in the matching precision (above 1: we
+    (the first of the kernel sets timed) in the matching precision (above 1: we
     are faster)."""
     peaks = peaks or {}
-    kernel_list = ["inference", "reference"] if kernels == "both" else [kernels]
+    kernel_list = list(KERNEL_SETS) if kernels == "all" else [kernels]
     ours = {}
     for mp in precisions:
         for k in kernel_list:
             with PeakMemory() as memory:
-                fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch, kernels=k,
-                                                    freeze=freeze)
+                fn, x, gflop, cfg = _infer_function(spec, mp, batch=batch, kernels=k)
                 _time_runs(fn, x, warmup)
             ours[(mp, k)] = dict(fn=fn, x=x, gflop=gflop, times=[], mib=memory.mib)
     peer = TorchPeer(cfg=cfg, batch=batch, warmup=warmup, **peer_args)
@@ -591,7 +586,7 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
         label = f"{spec} ours {dtype}" + ("" if k == kernel_list[0] else f" {k} kernels")
         rows.append(_row(label, entry["times"], entry["gflop"],
                          peaks.get(dtype), {"side": "ours", "precision": dtype, "batch": batch,
-                                            "kernels": k, "freeze": freeze,
+                                            "kernels": k,
                                             "peak_rss_mib": entry["mib"],
                                             "load_before": before, "load_after": after}))
     medians = {r["precision"]: r["median_s"] for r in rows if r["kernels"] == kernel_list[0]}
@@ -626,13 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed_precision", default="none",
                    choices=("none", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--jit_compile", type=str2bool, default=False)
-    p.add_argument("--kernels", choices=("inference", "reference", "both"),
-                   default="inference",
+    p.add_argument("--kernels", choices=KERNEL_SETS + ("all",), default="frozen",
                    help="infer mode, SavedModel of tflite mode: the generator's kernels (see "
-                        "--kernels of main.py; both: --peer torch only, ours with each, "
+                        "--kernels of main.py; all: --peer torch only, ours with each, "
                         "interleaved); train always uses the reference ones")
-    p.add_argument("--freeze", type=str2bool, default=False,
-                   help="infer mode: fold the weights into the graph as constants")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored",
                                                              "multiworker"))
     p.add_argument("--threads", type=int, default=2,
@@ -680,10 +672,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _peer_problem(args) -> str | None:
-    """The one-line reason why --peer (or --kernels both) cannot run, checked before any work,
+    """The one-line reason why --peer (or --kernels all) cannot run, checked before any work,
     or None."""
-    if args.kernels == "both" and args.peer == "none":
-        return "--kernels both works with --peer torch only (ours is timed with each kernel set"\
+    if args.kernels == "all" and args.peer == "none":
+        return "--kernels all works with --peer torch only (ours is timed with each kernel set"\
                " in the same rounds as the peer)"
     if args.peer == "none":
         return None
@@ -704,11 +696,10 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
         peer_args = dict(torch_python=args.torch_python, original=args.original,
                          threads=args.threads)
         return bench_side_by_side(spec, repeats, args.warmup, precisions, peer_args,
-                                  args.batch_size, peaks, args.kernels, args.freeze)
+                                  args.batch_size, peaks, args.kernels)
     if args.mode == "infer":
         return [bench_infer(spec, repeats, args.warmup, args.mixed_precision,
-                            args.jit_compile, args.batch_size, peak, kernels=args.kernels,
-                            freeze=args.freeze)]
+                            args.jit_compile, args.batch_size, peak, kernels=args.kernels)]
     if args.mode == "train":
         return [bench_train(spec, repeats, args.warmup, args.mixed_precision,
                             args.jit_compile, args.strategy, args.batch_size, peak)]
@@ -757,7 +748,7 @@ def main(argv=None) -> int:
               "peak_rss_mib": {r["config"]: r.get("peak_rss_mib") for r in rows},
               "flags": {"mixed_precision": args.mixed_precision,
                         "jit_compile": args.jit_compile, "strategy": args.strategy,
-                        "kernels": args.kernels, "freeze": args.freeze,
+                        "kernels": args.kernels,
                         "batch_size": args.batch_size, "repeats": repeats,
                         "warmup": args.warmup},
               "peak_gflops": peaks}

@@ -484,4 +484,53 @@ def test_kernels_are_checked_and_the_flag_offers_them():
         model(tf.zeros([1, 32, 32, 3], tf.float64), kernels="fast")
     field = next(f for f in dataclasses.fields(Config) if f.name == "kernels")
     assert set(field.metadata["choices"]) == set(KERNELS)
-    assert Config().kernels == "inference"
+    assert Config().kernels == "frozen"
+
+
+# ---------------------------------------------------------------------------
+# kernels="frozen": "inference" with the convolutions' weights as graph constants
+# ---------------------------------------------------------------------------
+
+@pytest.mark.float32
+@pytest.mark.parametrize("light,policy", [(True, "float32"), (False, "float32"),
+                                          (True, "mixed_bfloat16")])
+def test_frozen_kernels_give_the_inference_bits_without_reading_conv_variables(light, policy):
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_generator(tiny_config(light=light, ch=8), "generator_B")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    rng = np.random.default_rng(23)
+    for v in model.variables:  # not the zero biases and unit gammas of a fresh model
+        v.assign(rng.normal(0, 0.1, v.shape).astype(v.dtype))
+    x = tf.constant(image(rng, 2, 32), tf.float32)
+    runs = {k: tf.function(lambda t, k=k: model(t, kernels=k)).get_concrete_function(x)
+            for k in ("inference", "frozen")}
+    for got, want in zip(runs["frozen"](x), runs["inference"](x)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    # the variables a function reads are the resource handles it captures
+    conv_weights = {id(v.value.handle) for layer in model._flatten_layers()
+                    if isinstance(layer, Conv) for v in (layer.kernel, layer.bias)
+                    if v is not None}
+    read = {id(h) for h in runs["frozen"].captured_inputs}
+    assert conv_weights and not conv_weights & read
+    assert conv_weights <= {id(h) for h in runs["inference"].captured_inputs}
+    assert read  # the norms' and MLP's weights stay variables
+
+
+@pytest.mark.float32
+def test_frozen_functions_keep_the_weights_they_were_traced_with():
+    """What "frozen" means, and why evaluation during training uses live_kernels."""
+    from ugatit_tf.model.layers import live_kernels
+    model = build_generator(tiny_config(), "generator_B")
+    x = tf.random.stateless_uniform([1, 32, 32, 3], [4, 5], -1, 1)
+    frozen = tf.function(lambda t: model(t, kernels="frozen")[0])
+    live = tf.function(lambda t: model(t, kernels=live_kernels("frozen"))[0])
+    before = frozen(x).numpy()
+    np.testing.assert_array_equal(live(x).numpy(), before)
+    model.g_logit.kernel.assign(model.g_logit.kernel * 2.0)
+    np.testing.assert_array_equal(frozen(x).numpy(), before)
+    assert np.abs(live(x).numpy() - before).max() > 1e-3
+    assert live_kernels("reference") == "reference"
+    with pytest.raises(ValueError, match="frozen kernels are for generators' forward passes"):
+        Conv(4, 3, sn="tf1", name="d_conv")(tf.zeros([1, 8, 8, 2]), kernels="frozen")

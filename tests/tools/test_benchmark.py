@@ -204,23 +204,28 @@ def test_infer_side_by_side_with_a_stand_in_peer(tmp_path):
 
 
 @pytest.mark.slow
-def test_kernels_both_times_ours_with_each_kernel_set_beside_the_peer(tmp_path):
-    """--kernels both: ours with the inference and with the reference kernels in the same
-    rounds; the peer's ratio is against the inference kernels."""
-    out = _side_by_side(tmp_path, "--repeats", "2", "--kernels", "both")
+def test_kernels_all_times_ours_with_each_kernel_set_beside_the_peer(tmp_path):
+    """--kernels all: ours with the frozen, the inference and the reference kernels in the
+    same rounds; the peer's ratio is against the first (frozen, the default)."""
+    out = _side_by_side(tmp_path, "--repeats", "2", "--kernels", "all")
     rows = {r["config"]: r for r in out["details"]}
     ours = "light:32:4:2 ours float32"
-    assert list(rows)[:2] == [ours, ours + " reference kernels"]
-    assert rows[ours]["kernels"] == "inference"
-    assert rows[ours + " reference kernels"]["kernels"] == "reference"
+    assert list(rows)[:3] == [ours, ours + " inference kernels", ours + " reference kernels"]
+    assert [rows[k]["kernels"] for k in list(rows)[:3]] == ["frozen", "inference", "reference"]
     eager = "light:32:4:2 torch eager"
     assert out["ratios"][eager] == pytest.approx(rows[eager]["median_s"]
                                                  / rows[ours]["median_s"])
 
 
-def test_kernels_both_without_the_peer_is_refused():
-    res = _benchmark("infer", "--kernels", "both")
+def test_kernels_all_without_the_peer_is_refused():
+    res = _benchmark("infer", "--kernels", "all")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
-        "benchmark.py: error: --kernels both works with --peer torch only (ours is timed "
+        "benchmark.py: error: --kernels all works with --peer torch only (ours is timed "
         "with each kernel set in the same rounds as the peer)")
+
+
+def test_kernel_sets_are_the_models():
+    from tools.benchmarking import KERNEL_SETS
+    from ugatit_tf.model.layers import KERNELS
+    assert KERNEL_SETS == KERNELS

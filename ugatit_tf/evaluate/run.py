@@ -169,8 +169,12 @@ def load_test_data(config, log=print) -> dict:
 def _translators(nets, config) -> dict:
     import tensorflow as tf
 
+    from ugatit_tf.model.layers import live_kernels
+
     spec = [tf.TensorSpec([None, config.img_size, config.img_size, 3], tf.float32)]
-    kernels = config.kernels
+    # cached with the networks, whose weights change between evaluations during training:
+    # on the variables, never "frozen"
+    kernels = live_kernels(config.kernels)
     return {"A2B": tf.function(lambda x: nets.genA2B(x, kernels=kernels)[0],
                                input_signature=spec),
             "B2A": tf.function(lambda x: nets.genB2A(x, kernels=kernels)[0],

@@ -41,21 +41,22 @@ class ServingModule(tf.Module):
     """Holds both generators' variables (so they are saved) and the signature functions;
     `kernels` (see model.layers.KERNELS) is how the signatures run the generators."""
 
-    def __init__(self, nets, size, max_bytes, max_pixels, max_batch, kernels="inference"):
+    def __init__(self, nets, size, max_bytes, max_pixels, max_batch, kernels="frozen"):
         super().__init__(name="ugatit_serving")
         self.a2b_variables = model_variables(nets.genA2B)
         self.b2a_variables = model_variables(nets.genB2A)
         gens = {"a2b": nets.genA2B, "b2a": nets.genB2A}
         self.functions = {}
         for direction, gen in gens.items():
+            forward = _forward_fn(gen, size, kernels)
             self.functions[direction] = tf.function(
-                _float_fn(gen, max_batch, direction, kernels),
+                _float_fn(forward, max_batch, direction),
                 input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
                                                name="images")])
             for resize_back, suffix in ((True, ""), (False, "_model_size")):
                 self.functions[f"{direction}_bytes{suffix}"] = tf.function(
-                    _bytes_fn(gen, size, max_bytes, max_pixels, max_batch, resize_back,
-                              f"{direction}_bytes{suffix}", kernels),
+                    _bytes_fn(forward, size, max_bytes, max_pixels, max_batch, resize_back,
+                              f"{direction}_bytes{suffix}"),
                     input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         for name, fn in self.functions.items():
             setattr(self, name, fn)
@@ -67,17 +68,25 @@ class ServingModule(tf.Module):
         return out
 
 
-def _float_fn(generator, max_batch, what, kernels):
+def _forward_fn(generator, size, kernels):
+    """The generator's forward pass as one function that all signatures of its direction
+    call: traced once, and with the "frozen" kernels its constant weights stored once."""
+    return tf.function(lambda images: generator(images, training=False, kernels=kernels),
+                       input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)]
+                       ).get_concrete_function()
+
+
+def _float_fn(forward, max_batch, what):
     def fn(images):
         with tf.control_dependencies(batch_checks(tf.shape(images)[0], max_batch, what)):
             images = tf.identity(images)
-        y, cam_logit, heatmap = generator(images, training=False, kernels=kernels)
+        y, cam_logit, heatmap = forward(images)
         return {"images": tf.cast(y, tf.float32), "cam_logits": tf.cast(cam_logit, tf.float32),
                 "heatmaps": tf.cast(heatmap, tf.float32)}
     return fn
 
 
-def _bytes_fn(generator, size, max_bytes, max_pixels, max_batch, resize_back, what, kernels):
+def _bytes_fn(forward, size, max_bytes, max_pixels, max_batch, resize_back, what):
     def fn(image_bytes):
         n = tf.shape(image_bytes)[0]
         with tf.control_dependencies(batch_checks(n, max_batch, what)):
@@ -89,7 +98,7 @@ def _bytes_fn(generator, size, max_bytes, max_pixels, max_batch, resize_back, wh
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8),
                                  tf.TensorSpec([2], tf.int32)),
             parallel_iterations=1)
-        y, _, _ = generator(from_uint8(images), training=False, kernels=kernels)
+        y, _, _ = forward(from_uint8(images))
         y = tf.cast(y, tf.float32)
 
         def encode(args):

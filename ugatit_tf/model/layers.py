@@ -217,7 +217,7 @@ class Conv(CheckpointNamed):
         self.sn = SpectralNorm(self, self.kernel, self.sn_mode) if self.sn_mode else None
 
     def call(self, x, training=False, scales=None, upsample=False, kernels="reference"):
-        kernel = self.sn.normalized(training) if self.sn else self.kernel
+        kernel, bias = self._weights(training, kernels)
         if self.cam_halves:
             if scales is None:
                 raise ValueError(f"{self.name}: a cam_halves conv needs scales=(w_gap, w_gmp)")
@@ -235,9 +235,20 @@ class Conv(CheckpointNamed):
             elif before or after:
                 x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
             x = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=self.stride, padding="VALID")
-        if self.bias is not None:
-            x = tf.nn.bias_add(x, tf.cast(self.bias, x.dtype))
+        if bias is not None:
+            x = tf.nn.bias_add(x, tf.cast(bias, x.dtype))
         return x
+
+    def _weights(self, training, kernels):
+        """(kernel, bias or None): the variables, spectral-normalised if asked, or with the
+        "frozen" kernels (see KERNELS) their current values as constants."""
+        if kernels == "frozen":
+            if self.sn is not None or training:
+                raise ValueError(f"{self.name}: frozen kernels are for generators' forward "
+                                 f"passes (no spectral norm, training=False)")
+            return _frozen(self.kernel), self.bias if self.bias is None else _frozen(self.bias)
+        kernel = self.sn.normalized(training) if self.sn else self.kernel
+        return kernel, self.bias
 
     def checkpoint_entries(self, flavour):
         if self.sn is None:
@@ -348,12 +359,32 @@ def _apply_affine(x, x32, scale, shift, relu=False):
 # FusedBatchNormV3 (oneDNN: statistics in float32, one pass to apply them, ReLU fused by
 # Grappler's remapper, no casts around it under mixed precision) and reflect padding by
 # two gathers. Forward only: the statistics fed to the kernel get no gradient.
-KERNELS = ("reference", "inference")
+# "frozen" is "inference" with the convolutions' kernels and biases read once, when the
+# function is traced, and put into its graph as constants: oneDNN then keeps each kernel in
+# its own blocked layout between calls instead of reordering it on every call, and under
+# mixed precision the casts of the weights are folded. The same bits as "inference"; for
+# functions traced after the weights are final (a later change of the variables does not
+# reach them: see `live_kernels`).
+KERNELS = ("frozen", "inference", "reference")
 
 
 def check_kernels(kernels):
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
+
+
+def live_kernels(kernels):
+    """`kernels` for a function that must follow later changes of the weights (evaluation
+    during training): "frozen" becomes "inference", the same computation on the variables."""
+    check_kernels(kernels)
+    return "inference" if kernels == "frozen" else kernels
+
+
+def _frozen(variable):
+    """The variable's current value as a constant of the graph being traced."""
+    with tf.init_scope():  # read eagerly, outside the function being traced
+        value = variable.numpy()
+    return tf.constant(value)
 
 
 def _instances_as_channels(x):
@@ -443,7 +474,7 @@ class InstanceNorm(CheckpointNamed):
 
     def call(self, x, relu=False, kernels="reference"):
         """relu?(IN(x)) in x's dtype; kernels: see KERNELS."""
-        if kernels == "inference":
+        if kernels != "reference":  # "inference" or "frozen"
             c = x.shape[-1]
             gamma = tf.convert_to_tensor(self.gamma) if self.affine else tf.ones([c])
             beta = tf.convert_to_tensor(self.beta) if self.affine else tf.zeros([c])
@@ -497,7 +528,7 @@ class AdaLIN(CheckpointNamed):
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
         gamma = tf.cast(gamma, x32.dtype)[:, None, None, :]
         beta = tf.cast(beta, x32.dtype)[:, None, None, :]
-        if kernels == "inference":
+        if kernels != "reference":  # "inference" or "frozen"
             return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
         return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
@@ -528,7 +559,7 @@ class LIN(CheckpointNamed):
         """relu?(LIN(x)) in x's dtype; kernels: see KERNELS."""
         x32 = wide(x)
         rho, gamma, beta = (tf.cast(v, x32.dtype) for v in (self.rho, self.gamma, self.beta))
-        if kernels == "inference":
+        if kernels != "reference":  # "inference" or "frozen"
             return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
         return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)

@@ -122,7 +122,9 @@ class Generator(keras.Model):
     bottleneck, at 1/4 resolution). `upsample` is one of UPSAMPLE_MODES: the TFLite exporter
     asks for "repeat". `kernels` is one of layers.KERNELS: "inference" (forward passes only:
     test phase, photos, serving, evaluation) runs the normalisations through oneDNN's fused
-    batch-norm kernel; the same values up to float rounding.
+    batch-norm kernel, the same values up to float rounding; "frozen" is "inference" with
+    the convolutions' weights folded into the traced graph as constants (the same bits, for
+    functions traced once the weights are final).
     `kernel_init` "zeros" (see layers.weight_init) builds a generator whose weights are
     restored right after without drawing random numbers (export, test, photos)."""
 
@@ -192,16 +194,16 @@ class Generator(keras.Model):
         # CAM's two scaled copies of x and the 1x1 conv over their concatenation, folded
         # into one 1x1 conv over x (Conv(cam_halves=True)): same math, half the FLOPs
         scales, cam_logit = self.cam(x, scales_only=True)
-        x = tf.nn.relu(self.conv_1x1(x, scales=scales))
+        x = tf.nn.relu(self.conv_1x1(x, scales=scales, kernels=kernels))
         heatmap = tf.reduce_sum(wide(x), axis=-1)
         gamma, beta = self.mlp(x)
         for block in self.ada_resblocks:
             x = block(x, gamma, beta, kernels=kernels)
         for conv, norm in zip(self.up_convs, self.up_norms):
             if upsample == "fused":
-                x = conv(x, upsample=True)
+                x = conv(x, upsample=True, kernels=kernels)
             else:
-                x = conv(nearest_upsample_2x(x))
+                x = conv(nearest_upsample_2x(x), kernels=kernels)
             x = norm(x, relu=True, kernels=kernels)
         x = tf.tanh(wide(self.g_logit(x, kernels=kernels)))
         return x, cam_logit, heatmap

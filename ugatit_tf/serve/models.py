@@ -56,7 +56,7 @@ class LocalModel:
 
     @classmethod
     def from_networks(cls, nets, img_size: int, max_bytes: int, max_pixels: int,
-                      max_batch: int, source: str, kernels: str = "inference") -> "LocalModel":
+                      max_batch: int, source: str, kernels: str = "frozen") -> "LocalModel":
         from ugatit_tf.export.saved_model import ServingModule
         module = ServingModule(nets, img_size, int(max_bytes), int(max_pixels), int(max_batch),
                                kernels)
