@@ -227,7 +227,7 @@ class Conv(CheckpointNamed):
                     (3, 1, (1, 1), "reflect"):
                 raise ValueError(f"{self.name}: upsample=True needs a 3x3 stride-1 reflect-pad-1 "
                                  f"convolution")
-            x = upsample_conv3x3(x, tf.cast(kernel, x.dtype))
+            x = upsample_conv3x3(x, tf.cast(kernel, x.dtype), kernels)
         else:
             before, after = self.pads
             if (before or after) and self.pad_type == "reflect":
@@ -440,13 +440,21 @@ def _fused_layer_instance_norm(x, rho, gamma, beta, unbiased, relu):
 
 def reflect_pad(x, before, after, kernels="reference"):
     """Reflect padding of H and W (as np.pad mode 'reflect'): tf.pad(REFLECT) for the
-    "reference" kernels; for "inference" one gather of rows and one of columns (the same
-    values; plain row copies, faster than MirrorPad here; H and W static)."""
+    "reference" kernels; otherwise one gather of pixels (C values each) over the flattened
+    H * W axis (the same values; plain copies in one pass, faster than MirrorPad or a gather
+    of rows then of columns here; H and W static)."""
     if kernels == "reference":
         return tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
-    for axis in (1, 2):
-        x = tf.gather(x, reflect_indices(x.shape[axis], before, after), axis=axis)
-    return x
+    return gather_pixels(x, reflect_indices(x.shape[1], before, after),
+                         reflect_indices(x.shape[2], before, after))
+
+
+def gather_pixels(x, rows, cols):
+    """x [N, H, W, C] (H, W static) -> [N, len(rows), len(cols), C], pixel (i, j) taken from
+    (rows[i], cols[j]): one gather over the flattened H * W axis."""
+    h, w, c = x.shape[1:]
+    y = tf.gather(tf.reshape(x, [-1, h * w, c]), [r * w + q for r in rows for q in cols], axis=1)
+    return tf.reshape(y, [-1, len(rows), len(cols), c])
 
 
 def reflect_indices(n, before, after):
@@ -701,20 +709,25 @@ def fold_cam_halves(kernel, w_gap, w_gmp):
 _UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
 
 
-def upsample_conv3x3(x, kernel):
+def upsample_conv3x3(x, kernel, kernels="reference"):
     """conv3x3_VALID(reflect_pad_1(nearest_upsample_2x(x))) without building the upsampled
     map: a stride-2 transposed convolution of x edge-padded by 1 with a 4x4 kernel made of
     sums of the 3x3 kernel's taps (see _UPSAMPLE_TAPS), cropped by 3 on each side. Exact up
     to rounding; 16 instead of 36 multiply-adds per input pixel and channel pair, forward and
     backward, and no full-resolution copy of the input.
-    x [N, H, W, C], kernel [3, 3, C, O] (already in x's dtype) -> [N, 2H, 2W, O]."""
+    x [N, H, W, C], kernel [3, 3, C, O] (already in x's dtype) -> [N, 2H, 2W, O]; the edge
+    padding by MirrorPad for the "reference" kernels (its gradient is one op), otherwise by
+    gather_pixels (H, W static)."""
     c, o = kernel.shape[2], kernel.shape[3]
     taps = tf.constant(_UPSAMPLE_TAPS, kernel.dtype)                        # [4, 3]
     w = tf.reshape(tf.matmul(taps, tf.reshape(kernel, [3, -1])), [4, 3, c, o])  # rows
     w = tf.transpose(w, [1, 0, 2, 3])                                       # [3, 4, C, O]
     w = tf.reshape(tf.matmul(taps, tf.reshape(w, [3, -1])), [4, 4, c, o])   # columns
     w = tf.transpose(w, [1, 0, 3, 2])                      # [rows, cols, O, C]: transpose_conv
-    xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
+    if kernels == "reference":
+        xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
+    else:
+        xp = gather_pixels(x, *([0] + list(range(n)) + [n - 1] for n in x.shape[1:3]))
     dynamic = tf.shape(x)
     h = x.shape[1] if x.shape[1] is not None else dynamic[1]
     width = x.shape[2] if x.shape[2] is not None else dynamic[2]
