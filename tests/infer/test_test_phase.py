@@ -79,6 +79,19 @@ def test_test_phase_without_checkpoint_says_what_to_do(tiny_dataset, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint found in .*: train first"):
         run_test(tiny_config(tmp_path, dataset_dir=tiny_dataset), log=lambda *a: None,
                  progress=False)
+    assert sorted(os.listdir(tmp_path)) == []  # the results folder it checked is gone again
+
+
+def test_output_folder_removes_only_what_it_created(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "keep").mkdir(parents=True)
+    with pytest.raises(KeyError):
+        with data_lib.output_folder(str(mine / "a" / "b"), "--result_dir"):
+            raise KeyError("failed")
+    assert sorted(p.name for p in mine.iterdir()) == ["keep"]
+    with data_lib.output_folder(str(mine / "a" / "b"), "--result_dir") as out:
+        (mine / "a" / "b" / "x.png").write_bytes(b"")
+    assert out == str(mine / "a" / "b") and (mine / "a" / "b" / "x.png").exists()
 
 
 def test_unwritable_result_folder_in_test_phase(tiny_dataset, tmp_path):

@@ -20,6 +20,7 @@ the training.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -51,6 +52,27 @@ def ensure_output_folder(path: str, flag: str) -> str:
         raise OutputError(f"cannot write to {path} ({e.strerror or e}): check {flag} (it must be "
                           f"a writable folder)") from e
     return path
+
+
+@contextlib.contextmanager
+def output_folder(path: str, flag: str):
+    """ensure_output_folder for a block that may still fail before anything is written
+    (a checkpoint that cannot be restored): if it raises, the folders this created are
+    removed again (deepest first, only while empty), so a failed run leaves nothing behind."""
+    created, parent = [], os.path.abspath(path)
+    while not os.path.exists(parent) and parent != os.path.dirname(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    ensure_output_folder(path, flag)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        raise
 
 
 def list_images(folder: str) -> list[str]:

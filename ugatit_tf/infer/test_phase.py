@@ -37,9 +37,9 @@ def run_test(config: Config, log=print, progress: bool = True) -> str:
     index path."""
     config.validate()
     files = data_lib.domain_files(config, ("testA", "testB"))
-    out_dir = data_lib.ensure_output_folder(os.path.join(config.result_dir, config.model_dir),
-                                            "--result_dir")
-    nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
+    out_dir = os.path.join(config.result_dir, config.model_dir)
+    with data_lib.output_folder(out_dir, "--result_dir"):  # not left behind if loading fails
+        nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
     log(f" [*] Loaded {prefix}")
     kernels = config.kernels
     translate = {"A2B": tf.function(lambda x: nets.genA2B(x, kernels=kernels)),
