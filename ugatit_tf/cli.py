@@ -200,11 +200,12 @@ def phase_photos(config: Config) -> int:
 
     from ugatit_tf.infer.photos import translate_paths
     from ugatit_tf.model.checkpoints import load_networks
+    from ugatit_tf.model.networks import translator
 
     nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
     print(f" [*] Loaded {prefix}")
     model = nets.genA2B if config.direction == "a2b" else nets.genB2A
-    fn = tf.function(lambda x: model(x, kernels=config.kernels))
+    fn = translator(model, config.kernels)
 
     def translate(batch):
         image, _, heatmap = fn(tf.convert_to_tensor(batch, tf.float32))

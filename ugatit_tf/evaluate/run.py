@@ -167,18 +167,15 @@ def load_test_data(config, log=print) -> dict:
 # ---------------------------------------------------------------------------
 
 def _translators(nets, config) -> dict:
-    import tensorflow as tf
-
     from ugatit_tf.model.layers import live_kernels
+    from ugatit_tf.model.networks import translator
 
-    spec = [tf.TensorSpec([None, config.img_size, config.img_size, 3], tf.float32)]
     # cached with the networks, whose weights change between evaluations during training:
     # on the variables, never "frozen"
     kernels = live_kernels(config.kernels)
-    return {"A2B": tf.function(lambda x: nets.genA2B(x, kernels=kernels)[0],
-                               input_signature=spec),
-            "B2A": tf.function(lambda x: nets.genB2A(x, kernels=kernels)[0],
-                               input_signature=spec)}
+    forward = {d: translator(g, kernels, config.img_size)
+               for d, g in (("A2B", nets.genA2B), ("B2A", nets.genB2A))}
+    return {d: (lambda x, f=f: f(x)[0]) for d, f in forward.items()}
 
 
 def translate(fn, inputs: np.ndarray, batch_size: int = TRANSLATE_BATCH,

@@ -25,6 +25,7 @@ from ugatit_tf.config import Config
 from ugatit_tf.export.guards import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
                                      batch_checks, decode_guarded)
 from ugatit_tf.export.pixels import from_uint8, model_variables, to_uint8
+from ugatit_tf.model.networks import translator
 
 BYTES_SIGNATURES = ("serving_default", "a2b_bytes", "b2a_bytes", "a2b_bytes_model_size",
                     "b2a_bytes_model_size")
@@ -48,7 +49,9 @@ class ServingModule(tf.Module):
         gens = {"a2b": nets.genA2B, "b2a": nets.genB2A}
         self.functions = {}
         for direction, gen in gens.items():
-            forward = _forward_fn(gen, size, kernels)
+            # one function that all signatures of the direction call: traced once, and with
+            # the "frozen" kernels its constant weights stored once
+            forward = translator(gen, kernels, size).get_concrete_function()
             self.functions[direction] = tf.function(
                 _float_fn(forward, max_batch, direction),
                 input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
@@ -66,14 +69,6 @@ class ServingModule(tf.Module):
         out = {"serving_default": concrete["a2b_bytes"]}
         out.update(concrete)
         return out
-
-
-def _forward_fn(generator, size, kernels):
-    """The generator's forward pass as one function that all signatures of its direction
-    call: traced once, and with the "frozen" kernels its constant weights stored once."""
-    return tf.function(lambda images: generator(images, training=False, kernels=kernels),
-                       input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)]
-                       ).get_concrete_function()
 
 
 def _float_fn(forward, max_batch, what):

@@ -20,6 +20,7 @@ from ugatit_tf.config import Config
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.infer.faces import heatmap_overlay
 from ugatit_tf.model.checkpoints import load_networks
+from ugatit_tf.model.networks import translator
 
 
 def write_png(path: str, rgb: np.ndarray) -> str:
@@ -41,9 +42,8 @@ def run_test(config: Config, log=print, progress: bool = True) -> str:
     with data_lib.output_folder(out_dir, "--result_dir"):  # not left behind if loading fails
         nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
     log(f" [*] Loaded {prefix}")
-    kernels = config.kernels
-    translate = {"A2B": tf.function(lambda x: nets.genA2B(x, kernels=kernels)),
-                 "B2A": tf.function(lambda x: nets.genB2A(x, kernels=kernels))}
+    translate = {"A2B": translator(nets.genA2B, config.kernels),
+                 "B2A": translator(nets.genB2A, config.kernels)}
     rows = []
     bar = ProgressBar(len(files["testA"]) + len(files["testB"]), label="test",
                       enabled=progress)

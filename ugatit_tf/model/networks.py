@@ -302,6 +302,18 @@ def build_generator(config: Config, name: str, kernel_init: str = "random") -> G
     return model
 
 
+def translator(generator: Generator, kernels: str, img_size: int | None = None):
+    """The generator's forward pass (image, cam_logit, heatmap) for translating only, as a
+    tf.function with `kernels` (layers.KERNELS); with img_size, for batches of that size's
+    images of any length (one trace). With "frozen" kernels it keeps the weights it is first
+    traced with: build it once the weights are final."""
+    check_kernels(kernels)
+    spec = None if img_size is None else [tf.TensorSpec([None, img_size, img_size, 3],
+                                                       tf.float32)]
+    return tf.function(lambda x: generator(x, training=False, kernels=kernels),
+                       input_signature=spec)
+
+
 def build_discriminator(config: Config, name: str) -> Discriminator:
     model = Discriminator(config, name=name)
     model(tf.zeros([1, config.img_size, config.img_size, config.img_ch]))
