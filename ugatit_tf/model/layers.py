@@ -358,7 +358,7 @@ def _apply_affine(x, x32, scale, shift, relu=False):
 # the formulas written with TensorFlow ops (training, gradients, TFLite); "inference" through
 # FusedBatchNormV3 (oneDNN: statistics in float32, one pass to apply them, ReLU fused by
 # Grappler's remapper, no casts around it under mixed precision) and reflect padding by
-# two gathers. Forward only: the statistics fed to the kernel get no gradient.
+# one gather. Forward only: the statistics fed to the kernel get no gradient.
 # "frozen" is "inference" with the convolutions' kernels and biases read once, when the
 # function is traced, and put into its graph as constants: oneDNN then keeps each kernel in
 # its own blocked layout between calls instead of reordering it on every call, and under
