@@ -200,12 +200,13 @@ def phase_photos(config: Config) -> int:
 
     from ugatit_tf.infer.photos import translate_paths
     from ugatit_tf.model.checkpoints import load_networks
+    from ugatit_tf.model.layers import choose_kernels
     from ugatit_tf.model.networks import translator
 
     nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
     print(f" [*] Loaded {prefix}")
     model = nets.genA2B if config.direction == "a2b" else nets.genB2A
-    fn = translator(model, config.kernels)
+    fn = translator(model, choose_kernels(config.kernels, batched=False))
 
     def translate(batch):
         image, _, heatmap = fn(tf.convert_to_tensor(batch, tf.float32))

@@ -126,14 +126,15 @@ class Config:
                                  choices=("none", "mixed_float16", "mixed_bfloat16"),
                                  group="speed")
     jit_compile: bool = _flag(False, "compile the D and G steps with XLA", group="speed")
-    kernels: str = _flag("frozen", "generator kernels when only translating (test, photos, "
+    kernels: str = _flag("auto", "generator kernels when only translating (test, photos, "
                          "eval, export, serve): inference (normalisations through oneDNN's "
                          "fused batch-norm kernel, ReLU fused; the same values up to float "
                          "rounding, ~2e-6), frozen (inference with the convolutions' weights "
-                         "folded into the graph: the same bits, about 1/6 faster, about "
-                         "600 MiB more memory per direction) or "
-                         "reference (the ops training always uses)",
-                         choices=("frozen", "inference", "reference"), group="speed")
+                         "folded into the graph: the same bits, about 1/6 faster one image "
+                         "at a time, about 600 MiB more memory per direction), reference "
+                         "(the ops training always uses) or auto (frozen for test and "
+                         "photos, inference for the batched calls of serve, export and eval)",
+                         choices=("auto", "frozen", "inference", "reference"), group="speed")
 
     # ---- test phase on your own photos / videos ----
     input: str = _flag("", "translate this file, folder, glob or video instead of "

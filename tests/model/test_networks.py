@@ -492,8 +492,18 @@ def test_kernels_are_checked_and_the_flag_offers_them():
     with pytest.raises(ValueError, match="kernels must be one of"):
         model(tf.zeros([1, 32, 32, 3], tf.float64), kernels="fast")
     field = next(f for f in dataclasses.fields(Config) if f.name == "kernels")
-    assert set(field.metadata["choices"]) == set(KERNELS)
-    assert Config().kernels == "frozen"
+    assert set(field.metadata["choices"]) == set(KERNELS) | {"auto"}
+    assert Config().kernels == "auto"
+
+
+def test_auto_kernels_freeze_only_one_image_at_a_time():
+    from ugatit_tf.model.layers import choose_kernels
+    assert choose_kernels("auto", batched=False) == "frozen"
+    assert choose_kernels("auto", batched=True) == "inference"
+    for kernels in ("frozen", "inference", "reference"):
+        assert choose_kernels(kernels, batched=True) == kernels
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        choose_kernels("fast", batched=False)
 
 
 # ---------------------------------------------------------------------------

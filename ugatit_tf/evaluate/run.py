@@ -167,12 +167,12 @@ def load_test_data(config, log=print) -> dict:
 # ---------------------------------------------------------------------------
 
 def _translators(nets, config) -> dict:
-    from ugatit_tf.model.layers import live_kernels
+    from ugatit_tf.model.layers import choose_kernels, live_kernels
     from ugatit_tf.model.networks import translator
 
     # cached with the networks, whose weights change between evaluations during training:
     # on the variables, never "frozen"
-    kernels = live_kernels(config.kernels)
+    kernels = live_kernels(choose_kernels(config.kernels, batched=True))
     forward = {d: translator(g, kernels, config.img_size)
                for d, g in (("A2B", nets.genA2B), ("B2A", nets.genB2A))}
     return {d: (lambda x, f=f: f(x)[0]) for d, f in forward.items()}

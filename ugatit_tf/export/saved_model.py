@@ -25,6 +25,7 @@ from ugatit_tf.config import Config
 from ugatit_tf.export.guards import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
                                      batch_checks, decode_guarded)
 from ugatit_tf.export.pixels import from_uint8, model_variables, to_uint8
+from ugatit_tf.model.layers import choose_kernels
 from ugatit_tf.model.networks import translator
 
 BYTES_SIGNATURES = ("serving_default", "a2b_bytes", "b2a_bytes", "a2b_bytes_model_size",
@@ -42,7 +43,7 @@ class ServingModule(tf.Module):
     """Holds both generators' variables (so they are saved) and the signature functions;
     `kernels` (see model.layers.KERNELS) is how the signatures run the generators."""
 
-    def __init__(self, nets, size, max_bytes, max_pixels, max_batch, kernels="frozen"):
+    def __init__(self, nets, size, max_bytes, max_pixels, max_batch, kernels="inference"):
         super().__init__(name="ugatit_serving")
         self.a2b_variables = model_variables(nets.genA2B)
         self.b2a_variables = model_variables(nets.genB2A)
@@ -120,7 +121,7 @@ def export_saved_model(nets, config: Config, path: str, max_bytes: int = DEFAULT
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     module = ServingModule(nets, config.img_size, int(max_bytes), int(max_pixels),
-                            int(max_batch), config.kernels)
+                            int(max_batch), choose_kernels(config.kernels, batched=True))
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; TF Serving may run as another user

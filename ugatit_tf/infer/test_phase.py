@@ -20,6 +20,7 @@ from ugatit_tf.config import Config
 from ugatit_tf.data import pipeline as data_lib
 from ugatit_tf.infer.faces import heatmap_overlay
 from ugatit_tf.model.checkpoints import load_networks
+from ugatit_tf.model.layers import choose_kernels
 from ugatit_tf.model.networks import translator
 
 
@@ -42,8 +43,9 @@ def run_test(config: Config, log=print, progress: bool = True) -> str:
     with data_lib.output_folder(out_dir, "--result_dir"):  # not left behind if loading fails
         nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
     log(f" [*] Loaded {prefix}")
-    translate = {"A2B": translator(nets.genA2B, config.kernels),
-                 "B2A": translator(nets.genB2A, config.kernels)}
+    kernels = choose_kernels(config.kernels, batched=False)
+    translate = {"A2B": translator(nets.genA2B, kernels),
+                 "B2A": translator(nets.genB2A, kernels)}
     rows = []
     bar = ProgressBar(len(files["testA"]) + len(files["testB"]), label="test",
                       enabled=progress)

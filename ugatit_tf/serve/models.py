@@ -56,7 +56,7 @@ class LocalModel:
 
     @classmethod
     def from_networks(cls, nets, img_size: int, max_bytes: int, max_pixels: int,
-                      max_batch: int, source: str, kernels: str = "frozen") -> "LocalModel":
+                      max_batch: int, source: str, kernels: str = "inference") -> "LocalModel":
         from ugatit_tf.export.saved_model import ServingModule
         module = ServingModule(nets, img_size, int(max_bytes), int(max_pixels), int(max_batch),
                                kernels)
@@ -279,6 +279,7 @@ def load_model(config: Config):
     holding a SavedModel; else the checkpoint of the flags (or --checkpoint), falling back to
     a SavedModel in export/NAME when there is no checkpoint."""
     from ugatit_tf.model.checkpoints import CheckpointError, load_networks
+    from ugatit_tf.model.layers import choose_kernels
     if config.serving_url:
         return RemoteModel(config.serving_url)
     name = served_name(config)
@@ -298,4 +299,4 @@ def load_model(config: Config):
     max_bytes = max(config.max_bytes, config.max_upload_bytes)
     return LocalModel.from_networks(nets, config.img_size, max_bytes, config.max_pixels,
                                     config.max_batch, source=f"checkpoint {prefix}",
-                                    kernels=config.kernels)
+                                    kernels=choose_kernels(config.kernels, batched=True))
