@@ -41,10 +41,12 @@ class ExportError(RuntimeError):
 
 class ServingModule(tf.Module):
     """Holds both generators' variables (so they are saved) and the signature functions;
-    `kernels` (see model.layers.KERNELS) is how the signatures run the generators."""
+    `kernels` (a --kernels value: model.layers.KERNELS or "auto", which is "inference" for
+    these batched calls) is how the signatures run the generators."""
 
-    def __init__(self, nets, size, max_bytes, max_pixels, max_batch, kernels="inference"):
+    def __init__(self, nets, size, max_bytes, max_pixels, max_batch, kernels="auto"):
         super().__init__(name="ugatit_serving")
+        kernels = choose_kernels(kernels, batched=True)
         self.a2b_variables = model_variables(nets.genA2B)
         self.b2a_variables = model_variables(nets.genB2A)
         gens = {"a2b": nets.genA2B, "b2a": nets.genB2A}
@@ -121,7 +123,7 @@ def export_saved_model(nets, config: Config, path: str, max_bytes: int = DEFAULT
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     module = ServingModule(nets, config.img_size, int(max_bytes), int(max_pixels),
-                            int(max_batch), choose_kernels(config.kernels, batched=True))
+                            int(max_batch), config.kernels)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; TF Serving may run as another user

@@ -474,6 +474,12 @@ def reflect_indices(n, before, after):
             + list(range(n - 2, n - 2 - after, -1)))
 
 
+def edge_indices(n):
+    """The source index of every position of an axis of length n padded by 1 on each side
+    by repeating its edge (tf.pad SYMMETRIC by 1)."""
+    return [0] + list(range(n)) + [n - 1]
+
+
 class InstanceNorm(CheckpointNamed):
     """Instance norm (biased variance, eps 1e-5); affine in TF1 (tf.contrib instance_norm),
     plain in PyTorch (nn.InstanceNorm2d). Computed as one multiply-add with per-channel
@@ -738,7 +744,7 @@ def upsample_conv3x3(x, kernel, kernels="reference"):
     if kernels == "reference":
         xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
     else:
-        xp = gather_pixels(x, *([0] + list(range(n)) + [n - 1] for n in x.shape[1:3]))
+        xp = gather_pixels(x, edge_indices(x.shape[1]), edge_indices(x.shape[2]))
     dynamic = tf.shape(x)
     h = x.shape[1] if x.shape[1] is not None else dynamic[1]
     width = x.shape[2] if x.shape[2] is not None else dynamic[2]

@@ -56,12 +56,14 @@ class LocalModel:
 
     @classmethod
     def from_networks(cls, nets, img_size: int, max_bytes: int, max_pixels: int,
-                      max_batch: int, source: str, kernels: str = "inference") -> "LocalModel":
+                      max_batch: int, source: str, kernels: str = "auto") -> "LocalModel":
         from ugatit_tf.export.saved_model import ServingModule
         module = ServingModule(nets, img_size, int(max_bytes), int(max_pixels), int(max_batch),
                                kernels)
         functions = dict(module.functions, serving_default=module.functions["a2b_bytes"])
-        model = cls(functions, source)  # tf.functions: each is traced on its first call
+        # the signatures are traced on their first call (the generators' forward passes,
+        # which they share, when the module was built)
+        model = cls(functions, source)
         model._module = module  # keeps the variables alive
         return model
 
@@ -279,7 +281,6 @@ def load_model(config: Config):
     holding a SavedModel; else the checkpoint of the flags (or --checkpoint), falling back to
     a SavedModel in export/NAME when there is no checkpoint."""
     from ugatit_tf.model.checkpoints import CheckpointError, load_networks
-    from ugatit_tf.model.layers import choose_kernels
     if config.serving_url:
         return RemoteModel(config.serving_url)
     name = served_name(config)
@@ -299,4 +300,4 @@ def load_model(config: Config):
     max_bytes = max(config.max_bytes, config.max_upload_bytes)
     return LocalModel.from_networks(nets, config.img_size, max_bytes, config.max_pixels,
                                     config.max_batch, source=f"checkpoint {prefix}",
-                                    kernels=choose_kernels(config.kernels, batched=True))
+                                    kernels=config.kernels)
