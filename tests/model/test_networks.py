@@ -9,7 +9,8 @@ import tensorflow as tf
 from tests.reference import np_reference as R
 from tests.conftest import tiny_config
 from ugatit_tf.config import Config
-from ugatit_tf.model.layers import AdaLIN, LIN, Conv, Dense, InstanceNorm, SpectralNorm
+from ugatit_tf.model.layers import (AdaLIN, LIN, Conv, Dense, InstanceNorm, SpectralNorm,
+                                    leaky_relu)
 from ugatit_tf.model.networks import (Networks, build_discriminator, build_generator, count_params,
                                 regularization_loss, tf1_name_map, torch_name_map)
 
@@ -68,6 +69,24 @@ def load_torch(model, states):
 
 def image(rng, n, size):
     return rng.uniform(-1, 1, (n, size, size, 3))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+def test_leaky_relu_output_gradient_gives_tensorflows_bits(dtype):
+    """layers.leaky_relu takes its gradient from the output: the same values and gradient bits
+    as tf.nn.leaky_relu (which reads the input), zeros, negative zero and tiny values included."""
+    x = tf.constant(np.concatenate([np.random.default_rng(0).normal(0, 3, 997),
+                                    [0.0, -0.0, 1e-30, -1e-30, 5.0, -5.0]]), dtype)
+    dy = tf.constant(np.random.default_rng(1).normal(0, 1, x.shape[0]), dtype)
+    out = {}
+    for name, f in (("ours", leaky_relu), ("tf", lambda t: tf.nn.leaky_relu(t, 0.2))):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = f(x)
+        out[name] = (y, tape.gradient(y, x, output_gradients=dy))
+    bits = {"float64": tf.uint64, "float32": tf.uint32, "bfloat16": tf.uint16}[dtype]
+    for ours, theirs in zip(out["ours"], out["tf"]):
+        np.testing.assert_array_equal(tf.bitcast(ours, bits), tf.bitcast(theirs, bits))
 
 
 # ---------------------------------------------------------------------------

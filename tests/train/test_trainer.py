@@ -3,11 +3,13 @@ and the pytorch variant, TensorBoard scalars, samples and the loss curve at ever
 
 import csv
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import ROOT, tiny_config
 from ugatit_tf.model.checkpoints import CheckpointError
 from ugatit_tf.train.loss_curve import CSV_NAME, PNG_NAME
 from ugatit_tf.train.trainer import Trainer, learning_rate
@@ -34,6 +36,30 @@ def test_tiny_training_cycle_and_identity_losses_fall(tiny_dataset, tmp_path):
     for v in trainer.g_vars:
         if v.path.endswith("rho"):
             assert 0.0 <= v.numpy().min() and v.numpy().max() <= 1.0
+
+
+# tests/conftest.py turns Grappler off and hides TensorFlow's errors: this runs apart
+FUSION_SCRIPT = """
+import tempfile
+from tools.benchmarking import make_config, synthetic_datasets
+from ugatit_tf.train.trainer import Trainer
+cfg = make_config("light:32:4:2", checkpoint_dir=tempfile.mkdtemp())
+Trainer(cfg, log=print, datasets=synthetic_datasets(cfg)).run_iteration(0)
+print("iteration done")
+"""
+
+
+def test_discriminator_convolutions_fuse_without_remapper_errors():
+    """With batches of fully known shape (here tools/benchmarking.py's synthetic data; the
+    file pipeline leaves the batch size open), Grappler's remapper fuses each discriminator
+    Conv + BiasAdd + LeakyReLU. With LeakyReLU's usual gradient (it reads the pre-activation)
+    it abandoned the rewrite part-way, logging "remapper failed", and which layers ended up
+    fused, and so the weights' last bits, changed between processes."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", PYTHONPATH=ROOT)
+    res = subprocess.run([sys.executable, "-c", FUSION_SCRIPT], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert "iteration done" in res.stdout, res.stderr[-2000:]
+    assert "remapper failed" not in res.stderr, res.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -61,6 +61,25 @@ def wide(x):
     return x
 
 
+def leaky_relu(x, alpha=0.2):
+    """tf.nn.leaky_relu whose gradient reads the activation's output instead of its input:
+    the same values (for alpha > 0, y > 0 exactly where x > 0, so LeakyReluGrad gives the same
+    bits), but the convolution's pre-activation output then has one consumer. With the
+    input-reading gradient, Grappler's remapper tries to fuse convolution + bias + LeakyReLU,
+    meets the gradient's second use of the bias output and abandons the rewrite part-way
+    ("remapper failed: ... fanout ... LeakyReluGrad"), in an order that changes from process
+    to process: which discriminator layers ran fused differed between runs of the same
+    seeded training, and so did the weights' last bits (docs/training.md)."""
+    @tf.custom_gradient
+    def activation(x):
+        y = tf.nn.leaky_relu(x, alpha)
+
+        def grad(dy):
+            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=alpha)
+        return y, grad
+    return activation(x)
+
+
 def _l2_normalize(x):
     return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x)), 1e-12))
 

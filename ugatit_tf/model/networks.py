@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from ugatit_tf.config import Config, conv_pads, discriminator_layer_counts
 from ugatit_tf.model.layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry,
-                                    InstanceNorm, check_kernels, nearest_upsample_2x, wide)
+                                    InstanceNorm, check_kernels, leaky_relu, nearest_upsample_2x,
+                                    wide)
 
 # How the decoder computes "nearest x2 upsample, reflect pad, conv 3x3" (same values up to
 # float rounding): "fused" as one sub-pixel (transposed) convolution that never builds the
@@ -259,10 +260,10 @@ class DiscriminatorHead(keras.layers.Layer):
 
     def call(self, x, training=False):
         for conv in self.convs:
-            x = tf.nn.leaky_relu(conv(x, training=training), 0.2)
-        x = tf.nn.leaky_relu(self.conv_last(x, training=training), 0.2)
+            x = leaky_relu(conv(x, training=training), 0.2)
+        x = leaky_relu(self.conv_last(x, training=training), 0.2)
         scales, cam_logit = self.cam(x, training=training, scales_only=True)
-        x = tf.nn.leaky_relu(self.conv_1x1(x, scales=scales), 0.2)
+        x = leaky_relu(self.conv_1x1(x, scales=scales), 0.2)
         heatmap = tf.reduce_sum(wide(x), axis=-1)
         logit = wide(self.d_logit(x, training=training))
         return logit, cam_logit, heatmap
