@@ -486,15 +486,16 @@ def test_inference_kernels_in_bfloat16_are_as_close_as_the_reference_kernels():
 
 
 def test_inference_pads_are_tf_pads():
-    """The gathers of the inference kernels copy the same pixels as MirrorPad: reflect pads,
-    and the edge pad inside the fused upsample convolution (whose output is then the same
+    """The gathers of the inference kernels and the slices of the TFLite ones copy the same
+    pixels as MirrorPad: reflect pads, and (gathers) the edge pad inside the fused upsample convolution (whose output is then the same
     to the bit)."""
     from ugatit_tf.model.layers import reflect_pad, upsample_conv3x3
     x = tf.reshape(tf.range(2 * 6 * 7 * 3, dtype=tf.float64), [2, 6, 7, 3])
     for before, after in ((1, 1), (3, 3), (0, 1), (1, 0), (2, 1)):
         want = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
-        np.testing.assert_array_equal(reflect_pad(x, before, after, "inference").numpy(),
-                                      want.numpy())
+        for kernels in ("inference", "tflite"):  # a gather; one-pixel slices
+            np.testing.assert_array_equal(reflect_pad(x, before, after, kernels).numpy(),
+                                          want.numpy())
         np.testing.assert_array_equal(reflect_pad(x, before, after).numpy(), want.numpy())
     kernel = tf.random.stateless_normal([3, 3, 3, 4], [6, 7], dtype=tf.float64)
     want = upsample_conv3x3(x, kernel).numpy()

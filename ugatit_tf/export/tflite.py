@@ -23,6 +23,7 @@ from ugatit_tf.common.images import to_uint8 as images_to_uint8
 from ugatit_tf.config import Config
 from ugatit_tf.export.pixels import from_uint8, model_variables, resize_uint8, to_uint8
 from ugatit_tf.export.saved_model import ExportError
+from ugatit_tf.model.layers import TFLITE_KERNELS
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 QUANTIZE_CHOICES = ("none",) + QUANTIZATIONS + ("all",)
@@ -64,7 +65,8 @@ class _TFLiteModule(tf.Module):
                 x = x * (1.0 / 127.5) - 1.0
             else:
                 x = from_uint8(image)
-            y, _, heatmap = generator(x, training=False, upsample="repeat")
+            y, _, heatmap = generator(x, training=False, upsample="repeat",
+                                        kernels=TFLITE_KERNELS)
             y = tf.cast(y, tf.float32)
             if float_io:
                 out = y

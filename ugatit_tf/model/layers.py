@@ -385,11 +385,21 @@ def _apply_affine(x, x32, scale, shift, relu=False):
 # functions traced after the weights are final (a later change of the variables does not
 # reach them: see `live_kernels`).
 KERNELS = ("frozen", "inference", "reference")
+# The kernels of TFLite files (export/tflite.py; not a --kernels choice): "reference" with
+# each reflect pad as a concatenation of one-pixel slices, the same values. TFLite's XNNPACK
+# delegate runs slices and concatenations but not MirrorPad, and every op it does not run
+# cuts the delegated graph: 23 partitions with MirrorPad, 5 with slices (docs/speed.md).
+TFLITE_KERNELS = "tflite"
 
 
 def check_kernels(kernels):
-    if kernels not in KERNELS:
+    if kernels not in KERNELS + (TFLITE_KERNELS,):
         raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
+
+
+def _fused_norms(kernels):
+    """Whether `kernels` run the normalisations through FusedBatchNormV3."""
+    return kernels in ("inference", "frozen")
 
 
 def choose_kernels(flag, batched):
@@ -472,11 +482,26 @@ def reflect_pad(x, before, after, kernels="reference"):
     """Reflect padding of H and W (as np.pad mode 'reflect'): tf.pad(REFLECT) for the
     "reference" kernels; otherwise one gather of pixels (C values each) over the flattened
     H * W axis (the same values; plain copies in one pass, faster than MirrorPad or a gather
-    of rows then of columns here; H and W static)."""
+    of rows then of columns here; H and W static); for the "tflite" kernels, by
+    concatenating one-pixel slices (`slice_pad`)."""
     if kernels == "reference":
         return tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
+    if kernels == TFLITE_KERNELS:
+        return slice_pad(slice_pad(x, 1, before, after), 2, before, after)
     return gather_pixels(x, reflect_indices(x.shape[1], before, after),
                          reflect_indices(x.shape[2], before, after))
+
+
+def slice_pad(x, axis, before, after):
+    """Reflect padding of one axis (static length) as [x[before], ..., x[1], x, x[n-2], ...]:
+    one-pixel slices and one concatenation."""
+    n = x.shape[axis]
+    index = reflect_indices(n, before, after)
+
+    def pixel(i):  # a StridedSlice: XNNPACK takes it, not Slice (43 partitions instead of 5)
+        return x[(slice(None),) * axis + (slice(i, i + 1),)]
+    return tf.concat([pixel(i) for i in index[:before]] + [x]
+                     + [pixel(i) for i in index[before + n:]], axis=axis)
 
 
 def gather_pixels(x, rows, cols):
@@ -518,7 +543,7 @@ class InstanceNorm(CheckpointNamed):
 
     def call(self, x, relu=False, kernels="reference"):
         """relu?(IN(x)) in x's dtype; kernels: see KERNELS."""
-        if kernels != "reference":  # "inference" or "frozen"
+        if _fused_norms(kernels):
             c = x.shape[-1]
             gamma = tf.convert_to_tensor(self.gamma) if self.affine else tf.ones([c])
             beta = tf.convert_to_tensor(self.beta) if self.affine else tf.zeros([c])
@@ -572,7 +597,7 @@ class AdaLIN(CheckpointNamed):
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
         gamma = tf.cast(gamma, x32.dtype)[:, None, None, :]
         beta = tf.cast(beta, x32.dtype)[:, None, None, :]
-        if kernels != "reference":  # "inference" or "frozen"
+        if _fused_norms(kernels):
             return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
         return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
@@ -603,7 +628,7 @@ class LIN(CheckpointNamed):
         """relu?(LIN(x)) in x's dtype; kernels: see KERNELS."""
         x32 = wide(x)
         rho, gamma, beta = (tf.cast(v, x32.dtype) for v in (self.rho, self.gamma, self.beta))
-        if kernels != "reference":  # "inference" or "frozen"
+        if _fused_norms(kernels):
             return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
         return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
@@ -760,7 +785,7 @@ def upsample_conv3x3(x, kernel, kernels="reference"):
     w = tf.transpose(w, [1, 0, 2, 3])                                       # [3, 4, C, O]
     w = tf.reshape(tf.matmul(taps, tf.reshape(w, [3, -1])), [4, 4, c, o])   # columns
     w = tf.transpose(w, [1, 0, 3, 2])                      # [rows, cols, O, C]: transpose_conv
-    if kernels == "reference":
+    if kernels in ("reference", TFLITE_KERNELS):
         xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
     else:
         xp = gather_pixels(x, edge_indices(x.shape[1]), edge_indices(x.shape[2]))
