@@ -120,9 +120,10 @@ class Config:
                           choices=("default", "mirrored", "multiworker"), group="speed")
     mixed_precision: str = _flag("none", "Keras mixed precision policy: none (float32), "
                                  "mixed_float16 (with loss scaling) or mixed_bfloat16; norms, "
-                                 "losses and spectral norm stay float32; test, photos and "
-                                 "serve run the generators in it too (mixed_bfloat16: about 4x "
-                                 "faster on CPUs with AMX, outputs within about 1/100)",
+                                 "losses and spectral norm stay float32; test, photos, "
+                                 "serve and the exported SavedModel run the generators in it "
+                                 "too (mixed_bfloat16: about 4x faster on CPUs with AMX, "
+                                 "outputs within about 1/100)",
                                  choices=("none", "mixed_float16", "mixed_bfloat16"),
                                  group="speed")
     jit_compile: bool = _flag(False, "compile the D and G steps with XLA", group="speed")

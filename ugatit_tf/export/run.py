@@ -121,6 +121,10 @@ def export_models(config: Config, export_dir: str | None = None,
     tflite_paths = {f"{d}_{q}": os.path.join(tflite_dir, f"{d}_{q}.tflite")
                     for q in quantizations for d in DIRECTIONS}
     # Refuse before any work is done.
+    if quantizations and config.mixed_precision != "none":
+        raise ExportError(f"--mixed_precision {config.mixed_precision} applies to the "
+                          f"SavedModel only; TFLite files take --quantize (float16, dynamic, "
+                          f"int8) instead: export them without --mixed_precision")
     if export_format in ("saved_model", "all"):
         refuse_existing_version(os.path.abspath(saved_model_path))
     for path in tflite_paths.values():
@@ -129,7 +133,7 @@ def export_models(config: Config, export_dir: str | None = None,
                               f"remove it")
     if nets is None:
         from ugatit_tf.model.checkpoints import load_networks
-        nets, prefix = load_networks(config)
+        nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
         print(f"[export] restored {prefix}")
 
     written = {}
