@@ -441,11 +441,13 @@ def _time_saved_model(nets, cfg, path, x, warmup, repeats) -> list[float]:
 def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
                  quantizations=("float32", "float16", "dynamic", "int8"),
                  peak: float | None = None, log=print,
-                 kernels: str = "frozen") -> list[dict]:
+                 kernels: str = "frozen", mixed_precision: str = "none",
+                 half_peak: float | None = None) -> list[dict]:
     """The A -> B generator exported as a SavedModel (its float `a2b` signature, batch 1,
-    with `kernels`)
-    and as TFLite files in each quantization (`measure_tflite`, random weights), latency per
-    invocation."""
+    with `kernels`), with `mixed_precision` also as a SavedModel built in that precision
+    (what `--phase export --mixed_precision` writes; the same weights, `half_peak` its
+    conv peak), and as TFLite files in each quantization (`measure_tflite`, random weights),
+    latency per invocation."""
     import tensorflow as tf
 
     from ugatit_tf.model.networks import Networks
@@ -463,6 +465,21 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
     rows = [_row(f"{spec} saved_model", times, gflop, peak,
                  {"format": "saved_model", "quantization": "float32",
                   "peak_rss_mib": memory.mib, "load_before": before, "load_after": load()})]
+    if mixed_precision != "none":
+        from ugatit_tf.model.precision import precision_policy
+        with precision_policy(mixed_precision):
+            half = Networks(cfg, discriminators=False)
+        for source, target in zip(nets.genA2B.weights + nets.genB2A.weights,
+                                  half.genA2B.weights + half.genB2A.weights):
+            target.assign(source)
+        before = load()
+        with PeakMemory() as memory:
+            times = _time_saved_model(half, cfg, os.path.join(tmp, mixed_precision, "1"), x,
+                                      warmup, repeats)
+        rows.append(_row(f"{spec} saved_model {_compute_dtype(mixed_precision)}", times, gflop,
+                         half_peak, {"format": "saved_model", "quantization": mixed_precision,
+                                     "peak_rss_mib": memory.mib, "load_before": before,
+                                     "load_after": load()}))
     before = load()
     with PeakMemory() as memory:  # one peak over every quantization's export and runs
         results = measure_tflite(cfg, nets, os.path.join(tmp, "tflite"), quantizations,
@@ -619,7 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (tracing)")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--mixed_precision", default="none",
-                   choices=("none", "mixed_float16", "mixed_bfloat16"))
+                   choices=("none", "mixed_float16", "mixed_bfloat16"),
+                   help="infer and train modes: the precision; tflite mode: one more "
+                        "SavedModel row built in it (what --phase export writes with it)")
     p.add_argument("--jit_compile", type=str2bool, default=False)
     p.add_argument("--kernels", choices=KERNEL_SETS + ("all",), default="frozen",
                    help="infer mode, SavedModel of tflite mode: the generator's kernels (see "
@@ -703,8 +722,9 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
     if args.mode == "train":
         return [bench_train(spec, repeats, args.warmup, args.mixed_precision,
                             args.jit_compile, args.strategy, args.batch_size, peak)]
-    return bench_tflite(spec, repeats, args.warmup, args.threads, peak=peak,
-                        kernels=args.kernels)
+    return bench_tflite(spec, repeats, args.warmup, args.threads, peak=peaks.get("float32"),
+                        kernels=args.kernels, mixed_precision=args.mixed_precision,
+                        half_peak=peak)
 
 
 def main(argv=None) -> int:
@@ -726,7 +746,7 @@ def main(argv=None) -> int:
     for spec in specs:
         parse_spec(spec)  # fail early on a typo
     repeats = args.repeats or {"infer": 10, "train": 5, "tflite": 10}[args.mode]
-    dtype = _compute_dtype(args.mixed_precision) if args.mode != "tflite" else "float32"
+    dtype = _compute_dtype(args.mixed_precision)  # tflite mode: its extra SavedModel row
     peaks = {}
     if not args.no_peak:
         peaks["float32"] = conv_peak("float32")

@@ -31,6 +31,23 @@ def test_infer_mode_prints_table_and_json_line():
     assert any(line.startswith("light:32:4:2") for line in lines)  # the table row
 
 
+def test_tflite_mode_adds_a_saved_model_row_in_the_mixed_precision():
+    """--mixed_precision in tflite mode: the float32 SavedModel row, one built in bfloat16
+    (what --phase export writes with the flag, tests/export/test_run.py) whose peak fraction
+    is taken against the bfloat16 peak, then the TFLite rows against the float32 one."""
+    sys.path.insert(0, ROOT)
+    from tools.benchmarking import bench_tflite
+    rows = bench_tflite("light:32:4:2", repeats=1, warmup=0, quantizations=("float32",),
+                        peak=1e3, half_peak=1e4, mixed_precision="mixed_bfloat16")
+    assert [r["config"] for r in rows] == ["light:32:4:2 saved_model",
+                                           "light:32:4:2 saved_model bfloat16",
+                                           "light:32:4:2 tflite float32"]
+    assert [r["quantization"] for r in rows] == ["float32", "mixed_bfloat16", "float32"]
+    for row, peak in zip(rows, (1e3, 1e4, 1e3)):
+        assert row["median_s"] > 0
+        assert row["peak_fraction"] == pytest.approx(row["gflops"] / peak)
+
+
 def test_config_specs_and_nominal_flops():
     from tools.benchmarking import make_config, nominal_generator_gflop, parse_spec
     assert parse_spec("light:64:16:4") == dict(light=True, img_size=64, ch=16, n_res=4, n_dis=5)
