@@ -469,9 +469,8 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
         from ugatit_tf.model.precision import precision_policy
         with precision_policy(mixed_precision):
             half = Networks(cfg, discriminators=False)
-        for source, target in zip(nets.genA2B.weights + nets.genB2A.weights,
-                                  half.genA2B.weights + half.genB2A.weights):
-            target.assign(source)
+        half.genA2B.set_weights(nets.genA2B.get_weights())
+        half.genB2A.set_weights(nets.genB2A.get_weights())
         before = load()
         with PeakMemory() as memory:
             times = _time_saved_model(half, cfg, os.path.join(tmp, mixed_precision, "1"), x,

@@ -100,8 +100,7 @@ def test_export_models_in_bfloat16(tmp_path):
     written = ex.export_models(config, str(tmp_path / "export"), readme_path=None)
     loaded = tf.saved_model.load(written["saved_model"])
     function = loaded.signatures["a2b"]
-    graphs = [function.graph.as_graph_def()]
-    dtypes = {node.attr["T"].type for g in graphs for f in g.library.function
+    dtypes = {node.attr["T"].type for f in function.graph.as_graph_def().library.function
               for node in f.node_def if node.op in ("Conv2D", "_FusedConv2D")}
     assert tf.bfloat16.as_datatype_enum in dtypes, dtypes
     x = tf.random.stateless_uniform([2, SIZE, SIZE, 3], seed=[5, 6], minval=-1, maxval=1)

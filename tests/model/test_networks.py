@@ -487,8 +487,8 @@ def test_inference_kernels_in_bfloat16_are_as_close_as_the_reference_kernels():
 
 def test_inference_pads_are_tf_pads():
     """The gathers of the inference kernels and the slices of the TFLite ones copy the same
-    pixels as MirrorPad: reflect pads, and (gathers) the edge pad inside the fused upsample convolution (whose output is then the same
-    to the bit)."""
+    pixels as MirrorPad: reflect pads, and (gathers) the edge pad inside the fused upsample
+    convolution (whose output is then the same to the bit)."""
     from ugatit_tf.model.layers import reflect_pad, upsample_conv3x3
     x = tf.reshape(tf.range(2 * 6 * 7 * 3, dtype=tf.float64), [2, 6, 7, 3])
     for before, after in ((1, 1), (3, 3), (0, 1), (1, 0), (2, 1)):
