@@ -290,6 +290,9 @@ def main(argv=None) -> int:
         config.validate()
     except ConfigError as e:
         build_parser().error(str(e))
+    if config.low_memory:
+        from ugatit_tf.common.memory import use_low_memory_allocators
+        print(f" [*] --low_memory: {', '.join(use_low_memory_allocators())}")
     import_tensorflow(config.verbose)
     errors = user_errors()
     try:

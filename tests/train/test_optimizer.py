@@ -39,6 +39,32 @@ def test_fused_adam_equals_keras_adam():
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("torch_epsilon", [False, True])
+def test_update_counted_is_the_same_step_as_apply_gradients(torch_epsilon):
+    """apply_gradients on some variables then update_counted on another (the trainer's way
+    for deferred kernels) gives the same bits as one apply_gradients on all, step after
+    step (the step number, learning rate and formula of the step just counted)."""
+    rng = np.random.default_rng(1)
+    inits = [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(2)]
+    together, apart = ([keras.Variable(x) for x in inits] for _ in range(2))
+    optims = [FusedAdam(learning_rate=1e-2, beta_1=0.5, beta_2=0.999, epsilon=1e-3,
+                        torch_epsilon=torch_epsilon) for _ in range(2)]
+    for opt, variables in zip(optims, (together, apart)):
+        opt.build(variables)
+
+    @tf.function
+    def step_apart(g0, g1):
+        optims[1].apply_gradients([(g0, apart[0])])
+        optims[1].update_counted(g1, apart[1])
+
+    for _ in range(4):
+        grads = [tf.constant(rng.normal(size=(3, 4)).astype(np.float32)) for _ in range(2)]
+        optims[0].apply_gradients(zip(grads, together))
+        step_apart(*grads)
+    for x, y in zip(together + optims[0].variables, apart + optims[1].variables):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_make_optimizer_has_the_originals_settings_and_loss_scaling_for_float16():
     cfg = Config(lr=2e-4)
     adam = make_optimizer(cfg, "G_optim")

@@ -62,6 +62,115 @@ def test_discriminator_convolutions_fuse_without_remapper_errors():
     assert "remapper failed" not in res.stderr, res.stderr[-2000:]
 
 
+def _kernel_shaped_inputs(op, shape):
+    return sum(1 for t in op.inputs if t.shape.as_list() == shape)
+
+
+def test_full_mlp_kernel_gradient_is_formed_two_terms_at_a_time(tmp_path):
+    """The full generator's first MLP kernel (1 GiB at 256 px) gets its gradient from
+    model/deferred_gradients.py: no op of the G update takes more than two kernel-sized
+    tensors (autodiff summed the penalty's term and both calls' products of genA2B in one
+    AddN, all held until the last arrived), and the products are formed after the backward
+    pass (a control input). Bit for bit the same gradients as autodiff's with Grappler on:
+    test_deferred_gradients_equal_autodiff_with_grappler."""
+    import tensorflow as tf
+    from tools.benchmarking import make_config, synthetic_datasets
+    cfg = make_config("full:32:4:2", checkpoint_dir=str(tmp_path))
+    trainer = Trainer(cfg, log=lambda *a: None, datasets=synthetic_datasets(cfg))
+    shape = trainer.nets.genA2B.mlp.linear_0.kernel.shape
+    A, B = next(trainer.iter_A), next(trainer.iter_B)
+    graph = trainer.g_step.get_concrete_function(A, B, tf.constant(1e-4)).graph
+    ops = graph.get_operations()
+    # (the optimizer's IdentityN passes every gradient through: it holds, it computes nothing)
+    assert max(_kernel_shaped_inputs(op, list(shape)) for op in ops
+               if op.type != "IdentityN") == 2
+    products = [op for op in ops if op.type == "MatMul" and op.outputs[0].shape == shape]
+    assert len(products) == 3  # genA2B twice, genB2A once
+    assert all(op.control_inputs for op in products)
+    # the second kernel's gradient is begun after the first kernel's Adam update
+    after_update = [op for op in ops if op.outputs and op.outputs[0].shape == shape
+                    and any(c.type == "ResourceApplyAdam" for c in op.control_inputs)]
+    assert after_update
+
+
+def test_deferred_kernels_applied_one_at_a_time_give_the_same_step(tmp_path, monkeypatch):
+    """The G update that applies each deferred kernel after the others (one replica, no
+    loss scaling) leaves the weights, Adam slots and step counter that one apply_gradients
+    of every gradient leaves (the path of several replicas and of loss scaling)."""
+    import tensorflow as tf
+    from tools.benchmarking import make_config, synthetic_datasets
+    from ugatit_tf.train import trainer as trainer_module
+
+    def all_at_once(optimizer, deferred, variables, grads, source_grads):
+        optimizer.apply_gradients(zip(deferred.gradients(variables, grads, source_grads),
+                                      variables))
+
+    cfg = make_config("full:32:4:2", checkpoint_dir=str(tmp_path))
+    trainer = Trainer(cfg, log=lambda *a: None, datasets=synthetic_datasets(cfg))
+    A, B = next(trainer.iter_A), next(trainer.iter_B)
+    state = [v for m in trainer.nets.generators + trainer.nets.discriminators
+             for v in m.variables] + list(trainer.g_optim.variables)
+    start = [v.numpy() for v in state]
+    after = []
+    for apply in (all_at_once, trainer_module._apply_then_deferred):
+        for v, x in zip(state, start):
+            v.assign(x)
+        monkeypatch.setattr(trainer_module, "_apply_then_deferred", apply)
+        trainer._g_update = trainer._replicated_update(trainer.g_optim, trainer.g_vars,
+                                                       trainer._g_losses)
+        tf.function(trainer._g_step)(A, B, tf.constant(1e-4))
+        after.append([v.numpy() for v in state])
+    assert int(trainer.g_optim.iterations) == 1
+    for v, x, y in zip(state, *after):
+        np.testing.assert_array_equal(x, y, err_msg=v.path)
+
+
+# the G update's gradients with and without the deferral, in one process with Grappler on
+DEFERRAL_SCRIPT = """
+import tempfile
+import numpy as np
+import tensorflow as tf
+from tools.benchmarking import make_config, synthetic_datasets
+from ugatit_tf.model import deferred_gradients as dg
+from ugatit_tf.train.trainer import Trainer
+cfg = make_config("full:32:4:2", checkpoint_dir=tempfile.mkdtemp())
+trainer = Trainer(cfg, log=print, datasets=synthetic_datasets(cfg))
+A, B = next(trainer.iter_A), next(trainer.iter_B)
+state = [v.numpy() for m in trainer.nets.generators + trainer.nets.discriminators
+         for v in m.variables]
+variables = trainer.g_vars
+
+def gradients(defer):
+    for m in trainer.nets.generators + trainer.nets.discriminators:
+        for v in m.variables:
+            v.assign(state.pop(0)); state.append(v.numpy())
+    @tf.function
+    def step(a, b):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([v.value for v in variables])
+            deferred = dg.DeferredKernelGradients(variables if defer else [], tape)
+            with dg.recording(deferred):
+                total, _ = trainer._g_losses(a, b)
+        grads = tape.gradient(total, variables + deferred.sources())
+        return deferred.gradients(variables, grads[:len(variables)], grads[len(variables):])
+    return [g.numpy() for g in step(A, B)]
+plain, deferred = gradients(False), gradients(True)
+print("differ:", [v.path for v, a, b in zip(variables, plain, deferred)
+                  if not np.array_equal(a, b)])
+"""
+
+
+def test_deferred_gradients_equal_autodiff_with_grappler():
+    """Training runs with Grappler, whose arithmetic optimizer sorts a sum's inputs by name:
+    autodiff's sum for the full MLP kernel becomes penalty + first call + second call, the
+    order model/deferred_gradients.py keeps. (This test process runs without Grappler, where
+    autodiff sums in the tape's order: the same terms, other last bits.)"""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    res = subprocess.run([sys.executable, "-c", DEFERRAL_SCRIPT], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert "differ: []" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_resume_continues_exactly(tiny_dataset, tmp_path):
     """6 iterations in one go equal 4 + (new process state) 2, with lr, optimizer slots and

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from ugatit_tf.model import deferred_gradients
+
 EPS = 1e-5
 WEIGHT_STD = 0.02
 L2_SCALE = 1e-4  # tf.contrib.layers.l2_regularizer(1e-4): 1e-4 * sum(w**2) / 2
@@ -282,13 +284,16 @@ class Conv(CheckpointNamed):
 
 
 class Dense(CheckpointNamed):
-    """Fully connected layer on a flattened input (NHWC flatten order, as TF1's)."""
+    """Fully connected layer on a flattened input (NHWC flatten order, as TF1's).
+    `defer_gradient`: inside deferred_gradients.recording, the kernel's gradient is left to the
+    recorder (the full model's 1 GiB MLP kernel; see model/deferred_gradients.py)."""
 
-    def __init__(self, units, use_bias=True, torch_chw=False, **kwargs):
+    def __init__(self, units, use_bias=True, torch_chw=False, defer_gradient=False, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.use_bias = use_bias
         self.torch_chw = torch_chw
+        self.defer_gradient = defer_gradient
         self.input_spatial = None
 
     def build(self, input_shape):
@@ -306,7 +311,11 @@ class Dense(CheckpointNamed):
     def call(self, x):
         if len(x.shape) != 2:
             x = tf.reshape(x, [tf.shape(x)[0], -1])
-        x = tf.matmul(x, tf.cast(self.kernel, x.dtype))
+        recorder = deferred_gradients.active() if self.defer_gradient else None
+        if recorder is not None:
+            x = recorder.matmul(x, self.kernel)
+        else:
+            x = tf.matmul(x, tf.cast(self.kernel, x.dtype))
         if self.bias is not None:
             x = x + tf.cast(self.bias, x.dtype)
         return x

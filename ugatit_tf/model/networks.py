@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from ugatit_tf.config import Config, conv_pads, discriminator_layer_counts
+from ugatit_tf.model import deferred_gradients
 from ugatit_tf.model.layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry,
                                     InstanceNorm, check_kernels, leaky_relu, nearest_upsample_2x,
                                     wide)
@@ -92,14 +93,15 @@ class AdaLINResnetBlock(keras.layers.Layer):
 
 class MLP(keras.layers.Layer):
     """Gamma/beta block: (light: global average pool) -> 2 x (dense, ReLU) -> dense gamma,
-    dense beta. The full model flattens the whole feature map (most of its parameters)."""
+    dense beta. The full model flattens the whole feature map (most of its parameters); the
+    trainer forms that first kernel's gradient itself (model/deferred_gradients.py)."""
 
     def __init__(self, width, light, variant, kernel_init="random", **kwargs):
         super().__init__(**kwargs)
         self.light = light
         args = dict(use_bias=variant == "tf1", kernel_init=kernel_init)
         self.linear_0 = Dense(width, tf1_scope="MLP/linear_0/dense", torch_prefix="FC.0",
-                              name="linear_0", **args)
+                              name="linear_0", defer_gradient=not light, **args)
         self.linear_1 = Dense(width, tf1_scope="MLP/linear_1/dense", torch_prefix="FC.2",
                               name="linear_1", **args)
         self.gamma = Dense(width, tf1_scope="MLP/gamma/dense", torch_prefix="gamma",
@@ -350,11 +352,15 @@ class Networks:
 def regularization_loss(model: keras.Model, variant: str):
     """The original's weight penalty. TF1: l2_regularizer(1e-4) on every kernel, i.e.
     1e-4 * sum(w^2) / 2. PyTorch: Adam weight_decay 1e-4 on every parameter, whose gradient
-    1e-4 * p equals that of 1e-4 * sum(p^2) / 2 over all trainable variables."""
+    1e-4 * p equals that of 1e-4 * sum(p^2) / 2 over all trainable variables. Inside
+    deferred_gradients.recording, deferred kernels' terms go through the recorder."""
     if variant == "tf1":
         variables = [v for v in model.trainable_variables if v.path.endswith("kernel")]
     else:
         variables = list(model.trainable_variables)
+    recorder = deferred_gradients.active()
+    if recorder is not None:
+        return L2_SCALE * 0.5 * tf.add_n([recorder.sum_of_squares(v) for v in variables])
     return L2_SCALE * 0.5 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
 
 

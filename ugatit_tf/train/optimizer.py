@@ -34,21 +34,36 @@ class FusedAdam(keras.optimizers.Adam):
         super().__init__(*args, **kwargs)
         self.torch_epsilon = torch_epsilon
 
-    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
-        # once per apply (cross-replica context), shared by every variable's update
-        step = tf.cast(self.iterations + 1, tf.float32)
+    def _step_scalars(self, step, learning_rate):
+        """The fused kernel's scalars for Adam step `step` (1-based, an integer tensor)."""
+        step = tf.cast(step, tf.float32)
         beta_1, beta_2 = tf.constant(self.beta_1, tf.float32), tf.constant(self.beta_2,
                                                                            tf.float32)
         beta2_power = tf.pow(beta_2, step)
         epsilon = tf.constant(self.epsilon, tf.float32)
         if self.torch_epsilon:
             epsilon *= tf.sqrt(1.0 - beta2_power)
-        self._scalars = dict(beta1_power=tf.pow(beta_1, step), beta2_power=beta2_power,
-                             lr=tf.cast(learning_rate, tf.float32), beta1=beta_1,
-                             beta2=beta_2, epsilon=epsilon)
+        return dict(beta1_power=tf.pow(beta_1, step), beta2_power=beta2_power,
+                    lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
+                    epsilon=epsilon)
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # once per apply (cross-replica context), shared by every variable's update
+        self._scalars = self._step_scalars(self.iterations + 1, learning_rate)
         try:
             return super()._distributed_tf_update_step(distribution, grads_and_vars,
                                                        learning_rate)
+        finally:
+            self._scalars = None
+
+    def update_counted(self, gradient, variable):
+        """The fused update of one more variable in the step that apply_gradients has just
+        counted (the same step number, learning rate and formula), so that a gradient can be
+        made, applied and freed after the others (model/deferred_gradients.py). One
+        replica only. Returns the update op."""
+        self._scalars = self._step_scalars(self.iterations, self.learning_rate)
+        try:
+            return self.update_step(gradient, variable, self.learning_rate)
         finally:
             self._scalars = None
 
@@ -61,9 +76,9 @@ class FusedAdam(keras.optimizers.Adam):
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        tf.raw_ops.ResourceApplyAdam(var=_handle(variable), m=_handle(m), v=_handle(v),
-                                     grad=tf.cast(gradient, tf.float32), use_locking=False,
-                                     **self._scalars)
+        return tf.raw_ops.ResourceApplyAdam(var=_handle(variable), m=_handle(m), v=_handle(v),
+                                            grad=tf.cast(gradient, tf.float32),
+                                            use_locking=False, **self._scalars)
 
 
 def _handle(variable):

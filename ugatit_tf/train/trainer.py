@@ -19,8 +19,10 @@ import tensorflow as tf
 
 from ugatit_tf.config import Config, ConfigError
 from ugatit_tf.data import pipeline as data_lib
+from ugatit_tf.model import deferred_gradients
 from ugatit_tf.model.checkpoints import (CheckpointError, build_optimizers, check_config_matches,
                                          make_checkpoint, model_checkpoint_dir, write_config)
+from ugatit_tf.model.deferred_gradients import DeferredKernelGradients
 from ugatit_tf.model.networks import Networks, regularization_loss
 from ugatit_tf.model.precision import precision_policy
 from ugatit_tf.train import distribute as dist
@@ -69,6 +71,17 @@ class _Draws:
 def _halves(tensors, n):
     """(first n, the rest) of each tensor of a list, along the batch axis."""
     return [t[:n] for t in tensors], [t[n:] for t in tensors]
+
+
+def _apply_then_deferred(optimizer, deferred, variables, grads, source_grads):
+    """Apply the tape's gradients, then in the same Adam step each deferred kernel's (the
+    full model's 1 GiB MLP kernels at 256 px): formed after the backward pass and the
+    previous kernel's update, so only one exists at a time (model/deferred_gradients.py)."""
+    optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables)
+                               if not deferred.defers(v)])
+    after = list(source_grads)
+    for kernel, make in deferred.makers(source_grads):
+        after = [optimizer.update_counted(make(after), kernel)]
 
 
 class Trainer:
@@ -178,20 +191,29 @@ class Trainer:
         global batch, computes `losses(*share)` -> (total, named losses) and applies the
         gradient of the total to `variables` (only those: the D update never backpropagates
         into the generators). Returns the named losses summed over the replicas (each replica
-        scales by 1/replicas, so the sums are the global means). XLA-compiled with
-        --jit_compile."""
+        scales by 1/replicas, so the sums are the global means). The full model's MLP kernels
+        get their gradients after the backward pass (model/deferred_gradients.py); with one
+        replica and no loss scaling each is applied before the next is formed. XLA-compiled
+        with --jit_compile."""
         loss_scale = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
         def replica(*batch):
             batch = self.sharding.share(*batch)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch([v.value for v in variables])
-                total, named = losses(*batch)
+                deferred = DeferredKernelGradients(variables, tape)
+                with deferred_gradients.recording(deferred):
+                    total, named = losses(*batch)
                 loss = optimizer.scale_loss(total) if loss_scale else total
-            grads = tape.gradient(loss, variables)
-            if loss_scale:
-                grads = self.sharding.sync_finiteness(grads)
-            optimizer.apply_gradients(zip(grads, variables))
+            grads = tape.gradient(loss, variables + deferred.sources())
+            grads, source_grads = grads[:len(variables)], grads[len(variables):]
+            if loss_scale or self.sharding.distributed:  # all through one apply_gradients
+                grads = deferred.gradients(variables, grads, source_grads)
+                if loss_scale:
+                    grads = self.sharding.sync_finiteness(grads)
+                optimizer.apply_gradients(zip(grads, variables))
+            else:
+                _apply_then_deferred(optimizer, deferred, variables, grads, source_grads)
             return named
 
         def update(lr, *batch):
