@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 @pytest.mark.parametrize("flags", [
     ["--img_size", "32", "--ch", "4", "--n_res", "2", "--n_dis", "4"],
-    ["--img_size", "64", "--ch", "8", "--n_dis", "5"],
+    ["--img_size", "64", "--ch", "8", "--n_dis", "5", "--low_memory", "True"],
 ])
 def test_main_small_configs(tiny_dataset, tmp_path, flags):
     common = ["--dataset", "tiny", "--dataset_dir", tiny_dataset, "--light", "True",
@@ -24,6 +24,9 @@ def test_main_small_configs(tiny_dataset, tmp_path, flags):
         res = subprocess.run([sys.executable, "main.py", "--phase", phase] + common, cwd=ROOT,
                              capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        low_memory = (" [*] --low_memory: TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, "
+                      "mallopt(M_MMAP_THRESHOLD, 1048576), mallopt(M_TRIM_THRESHOLD, 8388608)")
+        assert (low_memory in res.stdout) == ("--low_memory" in flags), res.stdout[:2000]
     assert "Test finished: 6 images" in res.stdout
 
 

@@ -93,6 +93,7 @@ def test_full_mlp_kernel_gradient_is_formed_two_terms_at_a_time(tmp_path):
     assert after_update
 
 
+@pytest.mark.slow
 def test_deferred_kernels_applied_one_at_a_time_give_the_same_step(tmp_path, monkeypatch):
     """The G update that applies each deferred kernel after the others (one replica, no
     loss scaling) leaves the weights, Adam slots and step counter that one apply_gradients
@@ -160,6 +161,7 @@ print("differ:", [v.path for v, a, b in zip(variables, plain, deferred)
 """
 
 
+@pytest.mark.slow
 def test_deferred_gradients_equal_autodiff_with_grappler():
     """Training runs with Grappler, whose arithmetic optimizer sorts a sum's inputs by name:
     autodiff's sum for the full MLP kernel becomes penalty + first call + second call, the
