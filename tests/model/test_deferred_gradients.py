@@ -13,8 +13,8 @@ from ugatit_tf.model.layers import Dense
 PENALTY = np.float32(0.5e-4)
 
 
-def _dense(seed=0):
-    layer = Dense(5, defer_gradient=True, name="dense")
+def _dense(seed=0, dtype=None):
+    layer = Dense(5, defer_gradient=True, name="dense", dtype=dtype)
     layer.build((None, 7))
     layer.kernel.assign(np.random.default_rng(seed).normal(size=(7, 5)).astype(np.float32))
     return layer
@@ -78,3 +78,27 @@ def test_untrained_kernel_and_plain_calls_keep_autodiff():
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert deferred_gradients.active() is None
+
+
+def test_one_cast_of_the_kernel_for_all_calls():
+    """In mixed precision the kernel is cast to the inputs' dtype once per update, not once
+    per call (each copy lives until its call's backward pass); the same values either way."""
+    layer = _dense(6, dtype="mixed_bfloat16")
+    xs = [tf.constant(np.random.default_rng(k).normal(size=(1, 7)), tf.bfloat16)
+          for k in range(2)]
+
+    @tf.function
+    def outputs():
+        with tf.GradientTape() as tape:
+            deferred = DeferredKernelGradients([layer.kernel], tape)
+            with deferred_gradients.recording(deferred):
+                return [layer(x) for x in xs]
+
+    graph = outputs.get_concrete_function().graph
+    casts = [op for op in graph.get_operations() if op.type == "Cast"
+             and op.outputs[0].dtype == tf.bfloat16 and op.outputs[0].shape == (7, 5)]
+    assert len(casts) == 1
+    want = [tf.matmul(x, tf.cast(layer.kernel, tf.bfloat16)) + tf.cast(layer.bias, tf.bfloat16)
+            for x in xs]
+    for got, expected in zip(outputs(), want):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())

@@ -52,13 +52,18 @@ class DeferredKernelGradients:
         self._tape = tape
         self._calls = {}      # variable ref -> (variable, [(x, y), ...]) in call order
         self._penalties = {}  # variable ref -> sum(W ** 2), the weight penalty's term
+        self._casts = {}      # (variable ref, dtype) -> the kernel in that dtype, gradient stopped
 
     def matmul(self, x, kernel):
         """x @ kernel (cast to x's dtype); with the gradient stopped at the kernel if this
-        update trains it."""
+        update trains it, and one cast of the kernel per dtype for all calls (mixed precision:
+        one bfloat16 copy instead of one per call, the same values)."""
         if _key(kernel) not in self._trained:
             return tf.matmul(x, tf.cast(kernel, x.dtype))
-        y = tf.matmul(x, tf.cast(tf.stop_gradient(kernel.value), x.dtype))
+        cast_key = (_key(kernel), x.dtype)
+        if cast_key not in self._casts:
+            self._casts[cast_key] = tf.cast(tf.stop_gradient(kernel.value), x.dtype)
+        y = tf.matmul(x, self._casts[cast_key])
         self._tape.watch(y)  # its gradient is needed even where x's is not
         self._calls.setdefault(_key(kernel), (kernel, []))[1].append((x, y))
         return y
