@@ -29,7 +29,7 @@ def _gradients(layer, xs, weights, trained):
         deferred = DeferredKernelGradients(trained, tape)
         with deferred_gradients.recording(deferred):
             loss = sum(tf.reduce_sum(layer(x) * w) for x, w in zip(xs, weights))
-            loss += PENALTY * deferred.sum_of_squares(layer.kernel)
+            loss += PENALTY * deferred_gradients.sum_of_squares(layer.kernel)
     sources = deferred.sources()
     grads = tape.gradient(loss, variables + sources)
     return [g.numpy() for g in deferred.gradients(variables, grads[:2], grads[2:])]

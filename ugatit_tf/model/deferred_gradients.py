@@ -31,6 +31,15 @@ def active() -> "DeferredKernelGradients | None":
     return getattr(_local, "recorder", None)
 
 
+def sum_of_squares(variable):
+    """sum(variable ** 2), a weight penalty's term: through the active recorder where it
+    defers this variable's gradient."""
+    recorder = active()
+    if recorder is not None and recorder.defers(variable):
+        return recorder.penalty(variable)
+    return tf.reduce_sum(tf.square(variable))
+
+
 @contextlib.contextmanager
 def recording(recorder: "DeferredKernelGradients | None"):
     """Make `recorder` the active one in this thread (None: record nothing)."""
@@ -58,29 +67,27 @@ class DeferredKernelGradients:
         """x @ kernel (cast to x's dtype); with the gradient stopped at the kernel if this
         update trains it, and one cast of the kernel per dtype for all calls (mixed precision:
         one bfloat16 copy instead of one per call, the same values)."""
-        if _key(kernel) not in self._trained:
+        key = _key(kernel)
+        if key not in self._trained:
             return tf.matmul(x, tf.cast(kernel, x.dtype))
-        cast_key = (_key(kernel), x.dtype)
-        if cast_key not in self._casts:
-            self._casts[cast_key] = tf.cast(tf.stop_gradient(kernel.value), x.dtype)
-        y = tf.matmul(x, self._casts[cast_key])
+        if (key, x.dtype) not in self._casts:
+            self._casts[key, x.dtype] = tf.cast(tf.stop_gradient(kernel.value), x.dtype)
+        y = tf.matmul(x, self._casts[key, x.dtype])
         self._tape.watch(y)  # its gradient is needed even where x's is not
-        self._calls.setdefault(_key(kernel), (kernel, []))[1].append((x, y))
+        self._calls.setdefault(key, (kernel, []))[1].append((x, y))
         return y
 
-    def sum_of_squares(self, variable):
-        """sum(variable ** 2), the weight penalty's term; for a deferred kernel with the
-        gradient stopped (its term is formed by `gradients`)."""
-        key = _key(variable)
-        if key not in self._calls:
-            return tf.reduce_sum(tf.square(variable))
-        total = tf.reduce_sum(tf.square(tf.stop_gradient(variable.value)))
+    def penalty(self, kernel):
+        """sum(kernel ** 2) for a deferred kernel, with the gradient stopped (its term is
+        formed by `makers`)."""
+        total = tf.reduce_sum(tf.square(tf.stop_gradient(kernel.value)))
         self._tape.watch(total)
-        self._penalties[key] = total
+        self._penalties[_key(kernel)] = total
         return total
 
     def sources(self) -> list:
-        """The tensors whose gradients `gradients` needs, to append to the tape's sources."""
+        """The tensors whose gradients `makers` needs, to append to the tape's sources: each
+        kernel's call outputs, then its penalty term."""
         out = []
         for key, (_, calls) in self._calls.items():
             out += [y for _, y in calls]
@@ -97,13 +104,13 @@ class DeferredKernelGradients:
         penalty term 2c * W (c: the gradient of sum(W ** 2)) then x_k^T dy_k for each call in
         forward order, each term created after the partial sum before it and the first after
         the ops `after`. `source_grads`: the tape's gradients of `sources()`."""
-        source_grads = list(source_grads)
+        source_grads = iter(source_grads)  # in the order of `sources()`
         out = []
         for key, (kernel, calls) in self._calls.items():
-            dys = [source_grads.pop(0) for _ in calls]
+            dys = [next(source_grads) for _ in calls]
             terms = []
             if key in self._penalties:
-                c = source_grads.pop(0)
+                c = next(source_grads)
                 terms.append(lambda c=c, w=kernel.value: (2.0 * c) * w)
             for (x, _), dy in zip(calls, dys):
                 terms.append(lambda x=x, dy=dy, w=kernel.value: tf.cast(
@@ -115,19 +122,21 @@ class DeferredKernelGradients:
         """`grads` (the tape's, one per variable) with each deferred kernel's gradient put in,
         formed after the whole backward pass (all of `source_grads`) and one kernel after
         the other."""
+        self.others(variables, grads)  # the check
         after, done = list(source_grads), {}
         for kernel, make in self.makers(source_grads):
             done[_key(kernel)] = make(after)
             after = [done[_key(kernel)]]
-        out = []
+        return [done[_key(v)] if self.defers(v) else g for v, g in zip(variables, grads)]
+
+    def others(self, variables, grads) -> list:
+        """[(grad, variable)] of the variables whose gradient the tape gives; a deferred
+        kernel must have none from the tape (every use of it goes through the recorder)."""
         for variable, grad in zip(variables, grads):
-            if self.defers(variable):
-                if grad is not None:
-                    raise ValueError(f"{variable.path}: a deferred kernel got a gradient "
-                                     f"from the tape too")
-                grad = done[_key(variable)]
-            out.append(grad)
-        return out
+            if self.defers(variable) and grad is not None:
+                raise ValueError(f"{variable.path}: a deferred kernel got a gradient from "
+                                 f"the tape too")
+        return [(g, v) for g, v in zip(grads, variables) if not self.defers(v)]
 
 
 def _key(variable):

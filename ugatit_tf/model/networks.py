@@ -358,10 +358,7 @@ def regularization_loss(model: keras.Model, variant: str):
         variables = [v for v in model.trainable_variables if v.path.endswith("kernel")]
     else:
         variables = list(model.trainable_variables)
-    recorder = deferred_gradients.active()
-    if recorder is not None:
-        return L2_SCALE * 0.5 * tf.add_n([recorder.sum_of_squares(v) for v in variables])
-    return L2_SCALE * 0.5 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+    return L2_SCALE * 0.5 * tf.add_n([deferred_gradients.sum_of_squares(v) for v in variables])
 
 
 def _checkpoint_layers(model):

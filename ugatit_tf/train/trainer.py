@@ -77,8 +77,7 @@ def _apply_then_deferred(optimizer, deferred, variables, grads, source_grads):
     """Apply the tape's gradients, then in the same Adam step each deferred kernel's (the
     full model's 1 GiB MLP kernels at 256 px): formed after the backward pass and the
     previous kernel's update, so only one exists at a time (model/deferred_gradients.py)."""
-    optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables)
-                               if not deferred.defers(v)])
+    optimizer.apply_gradients(deferred.others(variables, grads))
     after = list(source_grads)
     for kernel, make in deferred.makers(source_grads):
         after = [optimizer.update_counted(make(after), kernel)]
