@@ -505,6 +505,36 @@ def test_inference_pads_are_tf_pads():
                                rtol=1e-12, atol=1e-9)
 
 
+def test_half_precision_upsample_crop_backpropagates_as_one_pad():
+    """In bfloat16 the fused upsample convolution crops a SAME transposed convolution. The
+    crop is a Slice, whose gradient is one Pad (a strided slice's StridedSliceGrad gave the
+    same values 16x slower), and output and gradients are those of float64 autodiff of the
+    explicit-padding form, up to bfloat16 rounding: the inputs are bfloat16 numbers, so each
+    value differs by its own roundings to bfloat16 (relative 2^-9 each, a few in a row for
+    the kernel's gradient, which goes through the taps' products) and float32 sums."""
+    from ugatit_tf.model.layers import upsample_conv3x3
+    x = tf.cast(tf.random.stateless_normal([2, 5, 6, 8], [1, 2]), tf.bfloat16)
+    kernel = tf.cast(tf.random.stateless_normal([3, 3, 8, 4], [3, 4]), tf.bfloat16)
+    dy = tf.cast(tf.random.stateless_normal([2, 10, 12, 4], [5, 6]), tf.bfloat16)
+
+    def forward_backward(x, kernel, dy):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = upsample_conv3x3(x, kernel)
+        return [y] + tape.gradient(y, [x, kernel], output_gradients=dy)
+
+    half = tf.function(forward_backward)
+    types = {op.type for op in half.get_concrete_function(x, kernel, dy).graph.get_operations()}
+    assert "Pad" in types and "StridedSliceGrad" not in types
+    got = half(x, kernel, dy)
+    want = forward_backward(*(tf.cast(t, tf.float64) for t in (x, kernel, dy)))
+    for g, w in zip(got, want):
+        assert g.dtype == tf.bfloat16
+        w = w.numpy()
+        np.testing.assert_allclose(g.numpy().astype(np.float64), w, rtol=0,
+                                   atol=2.0 ** -6 * np.abs(w).max())
+
+
 def test_kernels_are_checked_and_the_flag_offers_them():
     import dataclasses
     from ugatit_tf.model.layers import KERNELS
