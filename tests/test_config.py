@@ -43,7 +43,7 @@ def test_bad_config_values(kw, msg):
 
 
 def test_validate_checks_every_choice_field():
-    for name in ("direction", "fallback", "export_format", "quantize"):
+    for name in ("direction", "fallback", "export_format", "quantize", "train_kernels"):
         with pytest.raises(ConfigError, match=f"^--{name} must be one of "):
             Config(**{name: "nonsense"}).validate()
 

@@ -299,12 +299,13 @@ def synthetic_datasets(config, seed=0):
 
 def bench_train(spec: str, repeats: int, warmup: int, mixed_precision: str = "none",
                 jit_compile: bool = False, strategy: str = "default", batch: int = 1,
-                peak: float | None = None, log=print) -> dict:
+                peak: float | None = None, log=print, train_kernels: str = "reference") -> dict:
     """Training iterations (`Trainer.run_iteration`: data, D update, G update, losses) on
     synthetic data; the peak memory covers building, tracing and every iteration."""
     tmp = tempfile.mkdtemp(prefix="ugatit-bench-")
     cfg = make_config(spec, batch_size=batch, mixed_precision=mixed_precision,
                       jit_compile=jit_compile, strategy=strategy, dataset="synthetic",
+                      train_kernels=train_kernels,
                       checkpoint_dir=os.path.join(tmp, "ck"), log_dir=os.path.join(tmp, "logs"),
                       sample_dir=os.path.join(tmp, "samples"),
                       result_dir=os.path.join(tmp, "results"))
@@ -642,7 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", choices=KERNEL_SETS + ("all",), default="frozen",
                    help="infer mode, SavedModel of tflite mode: the generator's kernels (see "
                         "--kernels of main.py; all: --peer torch only, ours with each, "
-                        "interleaved); train always uses the reference ones")
+                        "interleaved)")
+    p.add_argument("--train_kernels", choices=("reference", "fast"), default="reference",
+                   help="train mode: --train_kernels of main.py")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored",
                                                              "multiworker"))
     p.add_argument("--threads", type=int, default=2,
@@ -720,7 +723,8 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
                             args.jit_compile, args.batch_size, peak, kernels=args.kernels)]
     if args.mode == "train":
         return [bench_train(spec, repeats, args.warmup, args.mixed_precision,
-                            args.jit_compile, args.strategy, args.batch_size, peak)]
+                            args.jit_compile, args.strategy, args.batch_size, peak,
+                            train_kernels=args.train_kernels)]
     return bench_tflite(spec, repeats, args.warmup, args.threads, peak=peaks.get("float32"),
                         kernels=args.kernels, mixed_precision=args.mixed_precision,
                         half_peak=peak)
@@ -767,7 +771,7 @@ def main(argv=None) -> int:
               "peak_rss_mib": {r["config"]: r.get("peak_rss_mib") for r in rows},
               "flags": {"mixed_precision": args.mixed_precision,
                         "jit_compile": args.jit_compile, "strategy": args.strategy,
-                        "kernels": args.kernels,
+                        "kernels": args.kernels, "train_kernels": args.train_kernels,
                         "batch_size": args.batch_size, "repeats": repeats,
                         "warmup": args.warmup},
               "peak_gflops": peaks}

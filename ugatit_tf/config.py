@@ -131,6 +131,15 @@ class Config:
                              "memory pool off and freed blocks returned to the system "
                              "(the same numbers; full model 256 px training about 11.1 "
                              "GiB instead of 13.7, about 28%% slower)", group="speed")
+    train_kernels: str = _flag("reference", "how training computes: reference (the ops "
+                               "that give the original's float32 numbers) or fast (the same "
+                               "formulas through faster ops, other float rounding: instance "
+                               "norms through oneDNN's fused batch-norm kernel and its "
+                               "gradient, the global discriminator's last two convolutions "
+                               "as matrix products; as accurate, measured against "
+                               "float64; light model 128 px: 8%% faster in float32, 15%% in "
+                               "mixed_bfloat16, 256 px mixed_bfloat16 20%%)",
+                               choices=("reference", "fast"), group="speed")
     kernels: str = _flag("auto", "generator kernels when only translating (test, photos, "
                          "eval, export, serve): inference (normalisations through oneDNN's "
                          "fused batch-norm kernel, ReLU fused; the same values up to float "

@@ -535,15 +535,129 @@ def test_half_precision_upsample_crop_backpropagates_as_one_pad():
                                    atol=2.0 ** -6 * np.abs(w).max())
 
 
+# ---------------------------------------------------------------------------
+# --train_kernels fast: the same formulas through other ops
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel_size,stride,size", [(4, 1, 7), (4, 2, 10), (3, 2, 9), (3, 1, 3)])
+def test_patch_matmul_conv_is_the_valid_convolution(kernel_size, stride, size):
+    from ugatit_tf.model.layers import patch_matmul_conv
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, size, size + 1, 3))
+    kernel = rng.normal(size=(kernel_size, kernel_size, 3, 5))
+    got = patch_matmul_conv(tf.constant(x), tf.constant(kernel), stride).numpy()
+    np.testing.assert_allclose(got, R.conv2d(x, kernel, stride), rtol=1e-12, atol=1e-12)
+
+
+def test_patches_pay_only_where_the_kernel_dwarfs_the_patches():
+    from ugatit_tf.model.layers import PATCHES_RATIO, _patches_pay
+
+    def pays(size, k, stride, out):
+        return _patches_pay(tf.zeros([1, size, size, 2]), tf.zeros([k, k, 2, out]), stride)
+    assert PATCHES_RATIO == 16
+    assert pays(7, 4, 1, 1024) and pays(11, 4, 1, 2048)  # global conv_last, 128 and 256 px
+    assert pays(7, 4, 1, 256) and not pays(7, 4, 1, 255)  # 4x4 output: 16 * 16 channels
+    assert pays(10, 4, 2, 512) and not pays(19, 4, 1, 256)  # global conv_4; local conv_last
+    assert not pays(4, 1, 1, 4096)  # a 1x1 convolution is already a matrix product
+    assert not _patches_pay(tf.keras.Input([None, None, 2]), tf.zeros([4, 4, 2, 4096]), 1)
+
+
+def _layer_op_types(function, layer, *args):
+    """The op types of the global head's `layer` (scopes named like global_1/conv_3_1/)."""
+    import re
+    pattern = re.compile(rf"/global(_\d+)?/{layer}(_\d+)?/")
+    graph = function.get_concrete_function(*args).graph
+    return {op.type for op in graph.get_operations() if pattern.search(op.name)}
+
+
+def test_fast_train_kernels_discriminator_matches_reference_with_the_same_gradients():
+    """The global head's last two convolutions (4x4 outputs with 256 and 512 channels here)
+    run as matrix products of patches; outputs match the numpy float64 reference, and
+    gradients (input and every weight) match those of the reference kernels."""
+    cfg = tiny_config(sn=True, n_dis=5, ch=32, img_size=64)
+    model = build_discriminator(cfg, "discriminator_A")
+    rng = np.random.default_rng(12)
+    weights = R.random_weights(R.tf1_discriminator_names(cfg.ch, cfg.n_dis, sn=True), rng,
+                               kernel_std=0.2)
+    load_tf1(model, weights)
+    x = tf.constant(image(rng, 2, cfg.img_size))
+
+    def grads(kernels):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits, cams, heats = model(x, kernels=kernels)
+            loss = sum(tf.reduce_sum(t * t) for t in logits + cams + heats)
+        return tape.gradient(loss, [x] + model.trainable_variables)
+
+    fast = tf.function(lambda t: model(t, training=True, kernels="fast"))
+    for layer in ("conv_3", "conv_last"):
+        types = _layer_op_types(fast, layer, x)
+        assert "ConcatV2" in types and "Conv2D" not in types, (layer, types)
+    for layer in ("conv_2", "D_logit"):
+        assert "Conv2D" in _layer_op_types(fast, layer, x)
+    want = R.tf1_discriminator(weights, x.numpy(), "discriminator_A", ch=cfg.ch,
+                               n_dis=cfg.n_dis, sn=True)
+    logits, cams, heats = fast(x)
+    for got, ref in zip(logits + cams + heats,
+                        want["logits"] + want["cam_logits"] + want["heatmaps"]):
+        np.testing.assert_allclose(got.numpy(), ref, atol=TOL, rtol=1e-5)
+    for got, ref in zip(grads("fast"), grads("reference")):
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-10,
+                                   atol=1e-12 * np.abs(ref.numpy()).max())
+    with pytest.raises(ValueError, match="training kernels must be one of"):
+        model(x, kernels="inference")
+
+
+@pytest.mark.float32  # FusedBatchNormV3 has no float64 kernel
+@pytest.mark.parametrize("affine", [True, False])
+def test_fast_train_kernels_instance_norm_gradients(affine):
+    """Instance norm through FusedBatchNormV3 in training mode and its fused gradient: the
+    output and the gradients of x, gamma and beta are float64 autodiff's of the reference
+    formulas, up to float32 rounding (relative 2^-24 per operation, a few dozen in a row, on
+    values of order one)."""
+    rng = np.random.default_rng(3)
+    x64 = rng.normal(size=(3, 6, 5, 4)) * 2 + 1
+    dy64 = rng.normal(size=x64.shape)
+    gamma, beta = rng.normal(size=4), rng.normal(size=4)
+
+    def forward_backward(dtype, kernels):
+        layer = InstanceNorm(affine=affine, dtype=dtype)
+        layer.build(x64.shape)
+        if affine:
+            layer.gamma.assign(gamma)
+            layer.beta.assign(beta)
+        x = tf.constant(x64, dtype)
+
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, relu=True, kernels=kernels)
+            return [y] + tape.gradient(y, [x] + layer.trainable_variables,
+                                       output_gradients=tf.constant(dy64, dtype))
+        function = tf.function(run)
+        types = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
+        return [t.numpy() for t in function(x)], types
+
+    got, types = forward_backward("float32", "fast")
+    assert "FusedBatchNormGradV3" in types and "Mean" not in types
+    want, _ = forward_backward("float64", "reference")
+    assert len(got) == len(want) == (4 if affine else 2)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * max(1.0, np.abs(w).max()))
+
+
 def test_kernels_are_checked_and_the_flag_offers_them():
     import dataclasses
     from ugatit_tf.model.layers import KERNELS
     model = build_generator(tiny_config(), "generator_B")
     with pytest.raises(ValueError, match="kernels must be one of"):
-        model(tf.zeros([1, 32, 32, 3], tf.float64), kernels="fast")
+        model(tf.zeros([1, 32, 32, 3], tf.float64), kernels="quick")
     field = next(f for f in dataclasses.fields(Config) if f.name == "kernels")
     assert set(field.metadata["choices"]) == set(KERNELS) | {"auto"}
     assert Config().kernels == "auto"
+    from ugatit_tf.model.layers import TRAIN_KERNELS
+    field = next(f for f in dataclasses.fields(Config) if f.name == "train_kernels")
+    assert field.metadata["choices"] == TRAIN_KERNELS and Config().train_kernels == "reference"
 
 
 def test_auto_kernels_freeze_only_one_image_at_a_time():
@@ -553,7 +667,7 @@ def test_auto_kernels_freeze_only_one_image_at_a_time():
     for kernels in ("frozen", "inference", "reference"):
         assert choose_kernels(kernels, batched=True) == kernels
     with pytest.raises(ValueError, match="kernels must be one of"):
-        choose_kernels("fast", batched=False)
+        choose_kernels("quick", batched=False)
 
 
 # ---------------------------------------------------------------------------

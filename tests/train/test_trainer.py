@@ -3,6 +3,7 @@ and the pytorch variant, TensorBoard scalars, samples and the loss curve at ever
 
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -60,6 +61,49 @@ def test_discriminator_convolutions_fuse_without_remapper_errors():
                          capture_output=True, text=True, timeout=300)
     assert "iteration done" in res.stdout, res.stderr[-2000:]
     assert "remapper failed" not in res.stderr, res.stderr[-2000:]
+
+
+def _first_iterations(train_kernels, iterations=2, **changes):
+    import tensorflow as tf
+    from tools.benchmarking import make_config, synthetic_datasets
+    cfg = make_config("light:64:16:2", n_dis=5, train_kernels=train_kernels, **changes)
+    trainer = Trainer(cfg, log=lambda *a: None, datasets=synthetic_datasets(cfg))
+    graph = trainer.d_step.get_concrete_function(
+        next(iter(trainer.ds_A)), next(iter(trainer.ds_B)), tf.constant(1e-4)).graph
+    convolutions = sum(1 for op in graph.get_operations() if op.type == "Conv2D"
+                       and re.search(r"/global(_\d+)?/conv_last(_\d+)?/", op.name))
+    return [trainer.run_iteration(it)[0] for it in range(iterations)], convolutions
+
+
+def test_fast_train_kernels_train_the_same_model(tmp_path):
+    """--train_kernels fast computes the same losses as the reference kernels from the same
+    weights and data, up to float32 rounding (the first D losses come from the initial
+    weights; the G losses after one D update), with the global discriminators' last
+    convolution as a matrix product in the D update (no Conv2D)."""
+    reference, convolutions = _first_iterations("reference", checkpoint_dir=str(tmp_path / "r"))
+    fast, none = _first_iterations("fast", checkpoint_dir=str(tmp_path / "f"))
+    assert convolutions == 2 and none == 0
+    for want, got in zip(reference, fast):
+        assert want.keys() == got.keys()
+        for name in want:
+            assert np.isclose(got[name], want[name], rtol=1e-4, atol=1e-6), (name, got, want)
+
+
+@pytest.mark.slow
+def test_fast_train_kernels_with_penalty_pytorch_variant_and_bfloat16(tmp_path):
+    """The fast kernels in the other paths: the gradient penalty's discriminator calls
+    (wgan-gp), the pytorch variant (plain instance norms, one D call per batch) and
+    mixed_bfloat16 (FusedBatchNormV3 on bfloat16 maps): close to the reference kernels'
+    losses (bfloat16: within its rounding, relative 2^-8 per value)."""
+    cases = ((dict(gan_type="wgan-gp"), 1e-4), (dict(variant="pytorch", gan_type="hinge"), 1e-4),
+             (dict(mixed_precision="mixed_bfloat16"), 0.05))
+    for i, (changes, rtol) in enumerate(cases):
+        reference, _ = _first_iterations("reference", 1, checkpoint_dir=str(tmp_path / f"r{i}"),
+                                         **changes)
+        fast, _ = _first_iterations("fast", 1, checkpoint_dir=str(tmp_path / f"f{i}"), **changes)
+        for name, want in reference[0].items():
+            assert np.isfinite(fast[0][name])
+            assert np.isclose(fast[0][name], want, rtol=rtol, atol=1e-4), (changes, name)
 
 
 def _kernel_shaped_inputs(op, shape):

@@ -255,7 +255,7 @@ class Conv(CheckpointNamed):
                 x = reflect_pad(x, before, after, kernels)
             elif before or after:
                 x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
-            x = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=self.stride, padding="VALID")
+            x = convolve(x, tf.cast(kernel, x.dtype), self.stride, kernels)
         if bias is not None:
             x = tf.nn.bias_add(x, tf.cast(bias, x.dtype))
         return x
@@ -399,15 +399,39 @@ KERNELS = ("frozen", "inference", "reference")
 # delegate runs slices and concatenations but not MirrorPad, and every op it does not run
 # cuts the delegated graph: 23 partitions with MirrorPad, 5 with slices (docs/speed.md).
 TFLITE_KERNELS = "tflite"
+# The kernels of training (--train_kernels): "reference", or "fast": the same formulas through
+# other ops, so with other float rounding (not the original's float32 bits, hence not the
+# default): instance norms through FusedBatchNormV3 in training mode (its own statistics and
+# its fused gradient; LIN and AdaLIN, whose statistics need their own gradient, as in
+# "reference"), and convolutions with a kernel much larger than their patches
+# (`_patches_pay`: the global discriminator's last two 4x4 layers) as one matrix product of
+# patches. docs/speed.md has what each gave.
+TRAIN_KERNELS = ("reference", "fast")
 
 
 def check_kernels(kernels):
-    if kernels not in KERNELS + (TFLITE_KERNELS,):
+    if kernels not in KERNELS + (TFLITE_KERNELS, "fast"):
         raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
 
 
+def check_train_kernels(kernels):
+    if kernels not in TRAIN_KERNELS:
+        raise ValueError(f"training kernels must be one of {TRAIN_KERNELS}, not {kernels!r}")
+
+
 def _fused_norms(kernels):
-    """Whether `kernels` run the normalisations through FusedBatchNormV3."""
+    """Whether `kernels` run LIN and AdaLIN through FusedBatchNormV3 (forward only)."""
+    return kernels in ("inference", "frozen")
+
+
+def _fused_instance_norms(kernels):
+    """Whether `kernels` run instance norms through FusedBatchNormV3 (its training mode
+    computes the statistics and has a gradient, so training's "fast" kernels use it too)."""
+    return kernels in ("inference", "frozen", "fast")
+
+
+def _gather_pads(kernels):
+    """Whether `kernels` pad by gathers (forward only) rather than MirrorPad."""
     return kernels in ("inference", "frozen")
 
 
@@ -489,16 +513,58 @@ def _fused_layer_instance_norm(x, rho, gamma, beta, unbiased, relu):
 
 def reflect_pad(x, before, after, kernels="reference"):
     """Reflect padding of H and W (as np.pad mode 'reflect'): tf.pad(REFLECT) for the
-    "reference" kernels; otherwise one gather of pixels (C values each) over the flattened
+    "reference" and "fast" kernels; for "inference" and "frozen", one gather of pixels (C values each) over the flattened
     H * W axis (the same values; plain copies in one pass, faster than MirrorPad or a gather
     of rows then of columns here; H and W static); for the "tflite" kernels, by
     concatenating one-pixel slices (`slice_pad`)."""
-    if kernels == "reference":
-        return tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
     if kernels == TFLITE_KERNELS:
         return slice_pad(slice_pad(x, 1, before, after), 2, before, after)
-    return gather_pixels(x, reflect_indices(x.shape[1], before, after),
-                         reflect_indices(x.shape[2], before, after))
+    if _gather_pads(kernels):
+        return gather_pixels(x, reflect_indices(x.shape[1], before, after),
+                             reflect_indices(x.shape[2], before, after))
+    return tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
+
+
+# Where "fast" training kernels compute a convolution as a matrix product of patches: kernels
+# with at least this many times as many output channels as output pixels (see _patches_pay).
+PATCHES_RATIO = 16
+
+
+def convolve(x, kernel, stride, kernels="reference"):
+    """VALID convolution of x [N, H, W, C] with kernel [k, k, C, O] (x's dtype); with the
+    "fast" training kernels, as a product of patches where that pays (`_patches_pay`)."""
+    if kernels == "fast" and _patches_pay(x, kernel, stride):
+        return patch_matmul_conv(x, kernel, stride)
+    return tf.nn.conv2d(x, kernel, strides=stride, padding="VALID")
+
+
+def _patches_pay(x, kernel, stride):
+    """Whether a k x k convolution (k > 1, H and W static) has at least PATCHES_RATIO output
+    channels per output pixel: its kernel then holds at least 16 times the numbers of one
+    sample's patch matrix. On such layers (the global discriminator's last two, 4x4 or 8x8
+    outputs) oneDNN's convolution reorders the whole kernel on every call and its weight
+    gradient ran at 30-100 GFLOP/s; a matrix product reads the kernel as it is."""
+    k, (h, w) = kernel.shape[0], x.shape[1:3]
+    if k == 1 or h is None or w is None:
+        return False
+    pixels = ((h - k) // stride + 1) * ((w - k) // stride + 1)
+    return kernel.shape[-1] >= PATCHES_RATIO * pixels
+
+
+def patch_matmul_conv(x, kernel, stride):
+    """The VALID convolution as [N * Ho * Wo, k * k * C] x [k * k * C, O]: the patch matrix
+    is the k * k shifted windows of x side by side along channels, in the kernel's (row,
+    column, channel) order. Stride-1 windows are Slices (gradient: one Pad each)."""
+    k, c, o = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    ho, wo = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+
+    def window(i, j):
+        if stride == 1:
+            return tf.slice(x, [0, i, j, 0], [-1, ho, wo, -1])
+        return x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+    patches = tf.concat([window(i, j) for i in range(k) for j in range(k)], axis=-1)
+    y = tf.matmul(tf.reshape(patches, [-1, k * k * c]), tf.reshape(kernel, [k * k * c, o]))
+    return tf.reshape(y, [-1, ho, wo, o])
 
 
 def slice_pad(x, axis, before, after):
@@ -552,7 +618,7 @@ class InstanceNorm(CheckpointNamed):
 
     def call(self, x, relu=False, kernels="reference"):
         """relu?(IN(x)) in x's dtype; kernels: see KERNELS."""
-        if _fused_norms(kernels):
+        if _fused_instance_norms(kernels):
             c = x.shape[-1]
             gamma = tf.convert_to_tensor(self.gamma) if self.affine else tf.ones([c])
             beta = tf.convert_to_tensor(self.beta) if self.affine else tf.zeros([c])
@@ -794,10 +860,10 @@ def upsample_conv3x3(x, kernel, kernels="reference"):
     w = tf.transpose(w, [1, 0, 2, 3])                                       # [3, 4, C, O]
     w = tf.reshape(tf.matmul(taps, tf.reshape(w, [3, -1])), [4, 4, c, o])   # columns
     w = tf.transpose(w, [1, 0, 3, 2])                      # [rows, cols, O, C]: transpose_conv
-    if kernels in ("reference", TFLITE_KERNELS):
-        xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
-    else:
+    if _gather_pads(kernels):
         xp = gather_pixels(x, edge_indices(x.shape[1]), edge_indices(x.shape[2]))
+    else:
+        xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
     dynamic = tf.shape(x)
     h = x.shape[1] if x.shape[1] is not None else dynamic[1]
     width = x.shape[2] if x.shape[2] is not None else dynamic[2]

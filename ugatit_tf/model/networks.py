@@ -18,8 +18,8 @@ import tensorflow as tf
 from ugatit_tf.config import Config, conv_pads, discriminator_layer_counts
 from ugatit_tf.model import deferred_gradients
 from ugatit_tf.model.layers import (CAM, L2_SCALE, LIN, AdaLIN, Conv, Dense, Entry,
-                                    InstanceNorm, check_kernels, leaky_relu, nearest_upsample_2x,
-                                    wide)
+                                    InstanceNorm, check_kernels, check_train_kernels, leaky_relu,
+                                    nearest_upsample_2x, wide)
 
 # How the decoder computes "nearest x2 upsample, reflect pad, conv 3x3" (same values up to
 # float rounding): "fused" as one sub-pixel (transposed) convolution that never builds the
@@ -127,7 +127,8 @@ class Generator(keras.Model):
     test phase, photos, serving, evaluation) runs the normalisations through oneDNN's fused
     batch-norm kernel, the same values up to float rounding; "frozen" is "inference" with
     the convolutions' weights folded into the traced graph as constants (the same bits, for
-    functions traced once the weights are final).
+    functions traced once the weights are final); training takes layers.TRAIN_KERNELS
+    ("reference", or "fast": instance norms through the fused kernel and its gradient).
     `kernel_init` "zeros" (see layers.weight_init) builds a generator whose weights are
     restored right after without drawing random numbers (export, test, photos)."""
 
@@ -260,14 +261,14 @@ class DiscriminatorHead(keras.layers.Layer):
                             tf1_scope=f"{tf1_scope}/D_logit{conv_scope}", torch_prefix="conv",
                             name="D_logit")
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, kernels="reference"):
         for conv in self.convs:
-            x = leaky_relu(conv(x, training=training), 0.2)
-        x = leaky_relu(self.conv_last(x, training=training), 0.2)
+            x = leaky_relu(conv(x, training=training, kernels=kernels), 0.2)
+        x = leaky_relu(self.conv_last(x, training=training, kernels=kernels), 0.2)
         scales, cam_logit = self.cam(x, training=training, scales_only=True)
-        x = leaky_relu(self.conv_1x1(x, scales=scales), 0.2)
+        x = leaky_relu(self.conv_1x1(x, scales=scales, kernels=kernels), 0.2)
         heatmap = tf.reduce_sum(wide(x), axis=-1)
-        logit = wide(self.d_logit(x, training=training))
+        logit = wide(self.d_logit(x, training=training, kernels=kernels))
         return logit, cam_logit, heatmap
 
     def checkpoint_layers(self):
@@ -278,9 +279,9 @@ class Discriminator(keras.Model):
     """The two discriminators of one domain: a local (n_dis-3 downsamplings, 70x70-like
     patches) and a global (n_dis-1) head.
 
-    call(x, training=False) -> (logits [local, global], cam_logits [local, global],
-    heatmaps [local, global]). In training, every spectral-normalised layer does one power
-    iteration and stores the new u."""
+    call(x, training=False, kernels="reference") -> (logits [local, global], cam_logits
+    [local, global], heatmaps [local, global]). In training, every spectral-normalised layer
+    does one power iteration and stores the new u. kernels: layers.TRAIN_KERNELS."""
 
     def __init__(self, config: Config, **kwargs):
         super().__init__(**kwargs)
@@ -289,9 +290,10 @@ class Discriminator(keras.Model):
         self.local = DiscriminatorHead(config, counts["local"], "local", name="local")
         self.global_ = DiscriminatorHead(config, counts["global"], "global", name="global")
 
-    def call(self, x, training=False):
-        local = self.local(x, training=training)
-        global_ = self.global_(x, training=training)
+    def call(self, x, training=False, kernels="reference"):
+        check_train_kernels(kernels)
+        local = self.local(x, training=training, kernels=kernels)
+        global_ = self.global_(x, training=training, kernels=kernels)
         return ([local[0], global_[0]], [local[1], global_[1]], [local[2], global_[2]])
 
 

@@ -60,10 +60,12 @@ def cam_loss(source, non_source):
     return _bce(source, source, 1.0) + _bce(non_source, non_source, 0.0)
 
 
-def gradient_penalty(discriminator, real, fake, gan_type: str, ld: float, rng: tf.random.Generator):
+def gradient_penalty(discriminator, real, fake, gan_type: str, ld: float,
+                     rng: tf.random.Generator, kernels: str = "reference"):
     """wgan-gp / wgan-lp / dragan penalty on both the patch logits and the CAM logits of both
     heads (the original's gradient_panalty). Returns (GP, GP_CAM). `rng` is the trainer's
-    checkpointed generator, so a resumed run draws the same numbers."""
+    checkpointed generator, so a resumed run draws the same numbers; `kernels` the
+    discriminator's (--train_kernels)."""
     real = tf.cast(real, tf.float32)
     fake = tf.cast(fake, tf.float32)
     batch = tf.shape(real)[0]
@@ -77,7 +79,7 @@ def gradient_penalty(discriminator, real, fake, gan_type: str, ld: float, rng: t
         tape.watch(interpolated)
         # training=False: the spectral-norm u was already advanced once this step (the TF1
         # graph runs one power iteration per session step, shared by all its D calls)
-        logits, cam_logits, _ = discriminator(interpolated, training=False)
+        logits, cam_logits, _ = discriminator(interpolated, training=False, kernels=kernels)
         outputs = [tf.reduce_sum(tf.cast(o, tf.float32)) for o in logits + cam_logits]
     penalties = []
     for out in outputs:

@@ -240,8 +240,9 @@ class Trainer:
         """This replica's discriminator losses, each scaled by 1/replicas: (total with the
         weight penalty, {D_A_loss, D_B_loss, Discriminator_loss})."""
         cfg, nets, scale = self.config, self.nets, self.sharding.scale
-        fake_B = nets.genA2B(real_A)[0]
-        fake_A = nets.genB2A(real_B)[0]
+        kernels = cfg.train_kernels
+        fake_B = nets.genA2B(real_A, kernels=kernels)[0]
+        fake_A = nets.genB2A(real_B, kernels=kernels)[0]
         n = tf.shape(real_A)[0]
         out = {}
         for domain, D, real, fake in (("A", nets.disA, real_A, fake_A),
@@ -251,7 +252,7 @@ class Trainer:
                     + L.discriminator_loss(cfg.gan_type, real_c, fake_c))
             if L.uses_gradient_penalty(cfg.gan_type):
                 gp, gp_cam = L.gradient_penalty(D, real, fake, cfg.gan_type, cfg.GP_ld,
-                                                 _Draws(noise[domain]))
+                                                 _Draws(noise[domain]), kernels)
                 loss += gp + gp_cam
             out[f"D_{domain}_loss"] = cfg.adv_weight * loss * scale
         reg = (regularization_loss(nets.disA, cfg.variant)
@@ -266,11 +267,12 @@ class Trainer:
         D step, as the TF1 graph. pytorch: the original calls D on the real batch, then on the
         fake one, and torch's spectral norm iterates once per call (u and v updated in
         between), so two calls, in that order."""
+        kernels = self.config.train_kernels
         if self.config.variant == "pytorch":
-            real_l, real_c, _ = D(real, training=True)
-            fake_l, fake_c, _ = D(fake, training=True)
+            real_l, real_c, _ = D(real, training=True, kernels=kernels)
+            fake_l, fake_c, _ = D(fake, training=True, kernels=kernels)
             return real_l, real_c, fake_l, fake_c
-        logits, cams, _ = D(tf.concat([real, fake], 0), training=True)
+        logits, cams, _ = D(tf.concat([real, fake], 0), training=True, kernels=kernels)
         (real_l, fake_l), (real_c, fake_c) = _halves(logits, n), _halves(cams, n)
         return real_l, real_c, fake_l, fake_c
 
@@ -285,18 +287,18 @@ class Trainer:
         penalty, {G_A_gan, G_A_cycle, G_A_identity, G_A_cam, G_A_loss, the same for B,
         Generator_loss}). G_A is B->A (generator_A), G_B is A->B."""
         cfg, nets, scale = self.config, self.nets, self.sharding.scale
-        n = tf.shape(real_A)[0]
+        n, kernels = tf.shape(real_A)[0], cfg.train_kernels
         # genA2B on [A, B] gives x_ab and x_bb; genB2A on [B, A, x_ab] gives x_ba, x_aa and
         # the cycle x_aba in one call; genA2B on x_ba gives the other cycle x_bab
-        ab, cam_ab_all, _ = nets.genA2B(tf.concat([real_A, real_B], 0))
+        ab, cam_ab_all, _ = nets.genA2B(tf.concat([real_A, real_B], 0), kernels=kernels)
         x_ab, x_bb = ab[:n], ab[n:]
         cam_ab, cam_bb = cam_ab_all[:n], cam_ab_all[n:]
-        ba, cam_ba_all, _ = nets.genB2A(tf.concat([real_B, real_A, x_ab], 0))
+        ba, cam_ba_all, _ = nets.genB2A(tf.concat([real_B, real_A, x_ab], 0), kernels=kernels)
         x_ba, x_aa, x_aba = ba[:n], ba[n:2 * n], ba[2 * n:]
         cam_ba, cam_aa = cam_ba_all[:n], cam_ba_all[n:2 * n]
-        x_bab = nets.genA2B(x_ba)[0]
-        fake_A_logit, fake_A_cam, _ = nets.disA(x_ba, training=True)
-        fake_B_logit, fake_B_cam, _ = nets.disB(x_ab, training=True)
+        x_bab = nets.genA2B(x_ba, kernels=kernels)[0]
+        fake_A_logit, fake_A_cam, _ = nets.disA(x_ba, training=True, kernels=kernels)
+        fake_B_logit, fake_B_cam, _ = nets.disB(x_ab, training=True, kernels=kernels)
         terms = {
             "A": (fake_A_logit, fake_A_cam, L.l1_loss(x_bab, real_B), L.l1_loss(x_aa, real_A),
                   L.cam_loss(cam_ba, cam_aa)),
