@@ -513,10 +513,10 @@ def _fused_layer_instance_norm(x, rho, gamma, beta, unbiased, relu):
 
 def reflect_pad(x, before, after, kernels="reference"):
     """Reflect padding of H and W (as np.pad mode 'reflect'): tf.pad(REFLECT) for the
-    "reference" and "fast" kernels; for "inference" and "frozen", one gather of pixels (C values each) over the flattened
-    H * W axis (the same values; plain copies in one pass, faster than MirrorPad or a gather
-    of rows then of columns here; H and W static); for the "tflite" kernels, by
-    concatenating one-pixel slices (`slice_pad`)."""
+    "reference" and "fast" kernels; for "inference" and "frozen", one gather of pixels (C
+    values each) over the flattened H * W axis (the same values; plain copies in one pass,
+    faster than MirrorPad or a gather of rows then of columns here; H and W static); for the
+    "tflite" kernels, by concatenating one-pixel slices (`slice_pad`)."""
     if kernels == TFLITE_KERNELS:
         return slice_pad(slice_pad(x, 1, before, after), 2, before, after)
     if _gather_pads(kernels):
