@@ -419,20 +419,18 @@ def check_train_kernels(kernels):
         raise ValueError(f"training kernels must be one of {TRAIN_KERNELS}, not {kernels!r}")
 
 
-def _fused_norms(kernels):
-    """Whether `kernels` run LIN and AdaLIN through FusedBatchNormV3 (forward only)."""
+def _forward_only(kernels):
+    """Whether `kernels` are the forward-only sets ("inference", "frozen"): LIN and AdaLIN
+    through FusedBatchNormV3 with statistics fed in (no gradient for them) and pads by
+    gathers instead of MirrorPad."""
     return kernels in ("inference", "frozen")
 
 
 def _fused_instance_norms(kernels):
-    """Whether `kernels` run instance norms through FusedBatchNormV3 (its training mode
-    computes the statistics and has a gradient, so training's "fast" kernels use it too)."""
-    return kernels in ("inference", "frozen", "fast")
-
-
-def _gather_pads(kernels):
-    """Whether `kernels` pad by gathers (forward only) rather than MirrorPad."""
-    return kernels in ("inference", "frozen")
+    """Whether `kernels` run instance norms through FusedBatchNormV3: the forward-only sets
+    and training's "fast" (the kernel's training mode computes the statistics and has a
+    gradient)."""
+    return _forward_only(kernels) or kernels == "fast"
 
 
 def choose_kernels(flag, batched):
@@ -519,7 +517,7 @@ def reflect_pad(x, before, after, kernels="reference"):
     "tflite" kernels, by concatenating one-pixel slices (`slice_pad`)."""
     if kernels == TFLITE_KERNELS:
         return slice_pad(slice_pad(x, 1, before, after), 2, before, after)
-    if _gather_pads(kernels):
+    if _forward_only(kernels):
         return gather_pixels(x, reflect_indices(x.shape[1], before, after),
                              reflect_indices(x.shape[2], before, after))
     return tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
@@ -672,7 +670,7 @@ class AdaLIN(CheckpointNamed):
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
         gamma = tf.cast(gamma, x32.dtype)[:, None, None, :]
         beta = tf.cast(beta, x32.dtype)[:, None, None, :]
-        if _fused_norms(kernels):
+        if _forward_only(kernels):
             return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
         return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
@@ -703,7 +701,7 @@ class LIN(CheckpointNamed):
         """relu?(LIN(x)) in x's dtype; kernels: see KERNELS."""
         x32 = wide(x)
         rho, gamma, beta = (tf.cast(v, x32.dtype) for v in (self.rho, self.gamma, self.beta))
-        if _fused_norms(kernels):
+        if _forward_only(kernels):
             return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
         scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
         return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
@@ -860,7 +858,7 @@ def upsample_conv3x3(x, kernel, kernels="reference"):
     w = tf.transpose(w, [1, 0, 2, 3])                                       # [3, 4, C, O]
     w = tf.reshape(tf.matmul(taps, tf.reshape(w, [3, -1])), [4, 4, c, o])   # columns
     w = tf.transpose(w, [1, 0, 3, 2])                      # [rows, cols, O, C]: transpose_conv
-    if _gather_pads(kernels):
+    if _forward_only(kernels):
         xp = gather_pixels(x, edge_indices(x.shape[1]), edge_indices(x.shape[2]))
     else:
         xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # edge replicate
