@@ -15,9 +15,9 @@ executes (`graph_flops`: the registered FLOP statistics of the ops the step runs
 convolutions, matmuls and element-wise ops, forward and backward; the original's math would
 be more, see `nominal_generator_gflop`), GFLOP/s and the fraction of the measured peak of a
 large conv2d in the same dtype (`conv_peak`), and the peak resident memory of the process
-while the row ran (`peak_rss_mib`). With `--peer torch` the official PyTorch generator runs
-in the same run, its runs interleaved with ours, and its rows carry `ratio` (its median over
-ours; see docs/speed.md). The last line printed is
+while the row ran (`peak_rss_mib`). With `--peer torch` the official PyTorch generator
+(infer mode) or training loop (train mode) runs in the same run, its runs interleaved with
+ours, and its rows carry `ratio` (its median over ours; see docs/speed.md). The last line printed is
 `JSON: {"<mode>": {config: median_seconds}, "details": ..., "machine": ...}`.
 
 Timings on a shared machine vary: the load average before and after each row is reported.
@@ -302,13 +302,9 @@ def bench_train(spec: str, repeats: int, warmup: int, mixed_precision: str = "no
                 peak: float | None = None, log=print, train_kernels: str = "reference") -> dict:
     """Training iterations (`Trainer.run_iteration`: data, D update, G update, losses) on
     synthetic data; the peak memory covers building, tracing and every iteration."""
-    tmp = tempfile.mkdtemp(prefix="ugatit-bench-")
-    cfg = make_config(spec, batch_size=batch, mixed_precision=mixed_precision,
-                      jit_compile=jit_compile, strategy=strategy, dataset="synthetic",
-                      train_kernels=train_kernels,
-                      checkpoint_dir=os.path.join(tmp, "ck"), log_dir=os.path.join(tmp, "logs"),
-                      sample_dir=os.path.join(tmp, "samples"),
-                      result_dir=os.path.join(tmp, "results"))
+    cfg = _training_config(spec, batch, mixed_precision=mixed_precision,
+                           jit_compile=jit_compile, strategy=strategy,
+                           train_kernels=train_kernels)
     before = load()
     with PeakMemory() as memory:
         trainer, build_s = _build_trainer(cfg)
@@ -325,6 +321,15 @@ def bench_train(spec: str, repeats: int, warmup: int, mixed_precision: str = "no
     return _row(spec, times, gflop, peak, {
         "batch": batch, "peak_rss_mib": memory.mib, "replicas": trainer.sharding.replicas,
         "build_s": build_s, "warmup_s": warmup_s, "load_before": before, "load_after": load()})
+
+
+def _training_config(spec, batch, **flags):
+    """The Config of a benchmark's trainer: synthetic data, outputs in a temporary folder."""
+    tmp = tempfile.mkdtemp(prefix="ugatit-bench-")
+    return make_config(spec, batch_size=batch, dataset="synthetic",
+                       checkpoint_dir=os.path.join(tmp, "ck"), log_dir=os.path.join(tmp, "logs"),
+                       sample_dir=os.path.join(tmp, "samples"),
+                       result_dir=os.path.join(tmp, "results"), **flags)
 
 
 def _build_trainer(cfg):
@@ -499,42 +504,54 @@ def bench_tflite(spec: str, repeats: int, warmup: int, threads: int = 2,
 
 
 # ---------------------------------------------------------------------------
-# The PyTorch peer (--peer torch): the official generator, same run, interleaved
+# The PyTorch peer (--peer torch): the official generator or training loop, same run,
+# interleaved
 # ---------------------------------------------------------------------------
 
 PEER_MODES = ("eager", "compiled", "compiled_bf16")
-PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer",
-                           "torch_generator.py")
+PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer")
+PEER_SCRIPTS = {"infer": os.path.join(PEER_DIR, "torch_generator.py"),
+                "train": os.path.join(PEER_DIR, "torch_train.py")}
+# what each peer needs: the original's file it imports, the modules of the torch Python
+PEER_NEEDS = {"infer": ("networks.py", ("torch",)),
+              "train": ("UGATIT.py", ("torch", "torchvision", "scipy", "cv2"))}
 
 
 class PeerError(Exception):
     """The PyTorch peer cannot run (torch or the original's code missing): one line."""
 
 
-def check_peer(torch_python: str, original: str) -> None:
-    """Raise PeerError unless `torch_python` imports torch and `original` holds the official
-    PyTorch code (networks.py)."""
+def check_peer(torch_python: str, original: str, mode: str = "infer") -> None:
+    """Raise PeerError unless `torch_python` imports what the `mode`'s peer needs and
+    `original` holds the official PyTorch code (PEER_NEEDS)."""
     import subprocess
-    if not original or not os.path.isfile(os.path.join(original, "networks.py")):
-        raise PeerError(f"--original {original or '(not set)'}: no networks.py; --peer torch "
+    needed_file, modules = PEER_NEEDS[mode]
+    if not original or not os.path.isfile(os.path.join(original, needed_file)):
+        raise PeerError(f"--original {original or '(not set)'}: no {needed_file}; --peer torch "
                         f"needs a checkout of github znxlwm/UGATIT-pytorch (see docs/speed.md)")
+    probe = ("import importlib, sys\nfor m in sys.argv[1:]:\n    try:\n        "
+             "importlib.import_module(m)\n    except Exception:\n        print(m)\n"
+             "        sys.exit(1)")
     try:
-        res = subprocess.run([torch_python, "-c", "import torch"], capture_output=True,
-                             timeout=300)
+        res = subprocess.run([torch_python, "-c", probe, *modules], capture_output=True,
+                             text=True, timeout=300)
     except OSError as e:
         raise PeerError(f"--torch_python {torch_python}: cannot run it ({e.strerror})")
     if res.returncode != 0:
-        raise PeerError(f"--torch_python {torch_python}: cannot import torch; --peer torch "
-                        f"needs a Python with the torch CPU wheel (see docs/speed.md)")
+        missing = (res.stdout.split() or [modules[0]])[0]
+        raise PeerError(f"--torch_python {torch_python}: cannot import {missing}; --peer torch "
+                        f"in the {mode} mode needs a Python with {', '.join(modules)} (see "
+                        f"docs/speed.md)")
 
 
 class TorchPeer:
-    """The official generator in a torch Python (tools/peer/torch_generator.py), answering
-    one timing request at a time so that its runs interleave with ours."""
+    """The official generator (mode "infer", tools/peer/torch_generator.py) or training
+    loop (mode "train", tools/peer/torch_train.py) in a torch Python, answering one timing
+    request at a time so that its runs interleave with ours."""
 
-    def __init__(self, torch_python, original, cfg, batch, threads, warmup):
+    def __init__(self, torch_python, original, cfg, batch, threads, warmup, mode="infer"):
         import subprocess
-        args = [torch_python, PEER_SCRIPT, "--original", original, "--img_size",
+        args = [torch_python, PEER_SCRIPTS[mode], "--original", original, "--img_size",
                 str(cfg.img_size), "--ch", str(cfg.ch), "--n_res", str(cfg.n_res),
                 "--batch", str(batch), "--threads", str(threads), "--warmup", str(warmup)]
         if cfg.light:
@@ -563,6 +580,27 @@ class TorchPeer:
             self.process.wait(timeout=60)
 
 
+def _interleaved_rounds(ours: dict, peer: TorchPeer, modes, repeats: int):
+    """`repeats` rounds, each timing every entry of `ours` once (entry["run"]() returns its
+    seconds; entry["times"] and entry["mib"] grow) and then the peer once in each of `modes`.
+    Closes the peer. Returns ({mode: {"times", "mib"}}, load before, load after)."""
+    try:
+        peer_rows = {m: dict(times=[], mib=peer.run(m, 0)["peak_rss_mib"]) for m in modes}
+        before = load()
+        for _ in range(repeats):
+            for entry in ours.values():
+                with PeakMemory() as memory:
+                    entry["times"].append(entry["run"]())
+                entry["mib"] = max(entry["mib"] or 0, memory.mib or 0) or None
+            for mode, entry in peer_rows.items():
+                answer = peer.run(mode, 1)
+                entry["times"] += answer["times"]
+                entry["mib"] = max(entry["mib"] or 0, answer["peak_rss_mib"] or 0) or None
+        return peer_rows, before, load()
+    finally:
+        peer.close()
+
+
 def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_args: dict,
                        batch: int = 1, peaks: dict | None = None,
                        kernels: str = "frozen") -> list[dict]:
@@ -582,21 +620,9 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
                 _time_runs(fn, x, warmup)
             ours[(mp, k)] = dict(fn=fn, x=x, gflop=gflop, times=[], mib=memory.mib)
     peer = TorchPeer(cfg=cfg, batch=batch, warmup=warmup, **peer_args)
-    try:
-        peer_rows = {m: dict(times=[], mib=peer.run(m, 0)["peak_rss_mib"]) for m in PEER_MODES}
-        before = load()
-        for _ in range(repeats):
-            for entry in ours.values():
-                with PeakMemory() as memory:
-                    entry["times"] += _time_runs(entry["fn"], entry["x"], 1)
-                entry["mib"] = max(entry["mib"] or 0, memory.mib or 0) or None
-            for mode, entry in peer_rows.items():
-                answer = peer.run(mode, 1)
-                entry["times"] += answer["times"]
-                entry["mib"] = max(entry["mib"] or 0, answer["peak_rss_mib"] or 0) or None
-        after = load()
-    finally:
-        peer.close()
+    for entry in ours.values():
+        entry["run"] = lambda e=entry: _time_runs(e["fn"], e["x"], 1)[0]
+    peer_rows, before, after = _interleaved_rounds(ours, peer, PEER_MODES, repeats)
     rows = []
     for (mp, k), entry in ours.items():
         dtype = _compute_dtype(mp)
@@ -619,6 +645,60 @@ def bench_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_ar
     return rows
 
 
+def bench_train_side_by_side(spec: str, repeats: int, warmup: int, precisions, peer_args: dict,
+                             batch: int = 1, peaks: dict | None = None,
+                             train_kernels: str = "reference", log=print) -> list[dict]:
+    """Our training iteration (`Trainer.run_iteration`, synthetic data) in each of
+    `precisions` and the official PyTorch training loop (tools/peer/torch_train.py: its
+    `UGATIT.train()`, float32, the only precision it has), interleaved iteration by
+    iteration. One row per side; the peer's row carries `ratio`, its median over ours in
+    float32 (above 1: we are faster), and `ratio_<dtype>` over each other precision of
+    ours."""
+    peaks = peaks or {}
+    ours = {}
+    for mp in precisions:
+        cfg = _training_config(spec, batch, mixed_precision=mp, train_kernels=train_kernels)
+        with PeakMemory() as memory:
+            trainer, _ = _build_trainer(cfg)
+            gflop = _train_gflop(trainer, cfg, spec, log)
+            for it in range(warmup):
+                trainer.run_iteration(it)
+        ours[mp] = dict(gflop=gflop, times=[], mib=memory.mib,
+                        run=_iteration_timer(trainer, warmup))
+    for entry in ours.values():  # untimed: the first iteration after another trainer was
+        entry["run"]()           # built ran 5x slower (float32 after bfloat16, 128 px)
+    peer = TorchPeer(cfg=cfg, batch=batch, warmup=warmup, mode="train", **peer_args)
+    peer_rows, before, after = _interleaved_rounds(ours, peer, ["train"], repeats)
+    rows = []
+    for mp, entry in ours.items():
+        dtype = _compute_dtype(mp)
+        rows.append(_row(f"{spec} ours {dtype}", entry["times"], entry["gflop"],
+                         peaks.get(dtype), {"side": "ours", "precision": dtype, "batch": batch,
+                                            "train_kernels": train_kernels,
+                                            "peak_rss_mib": entry["mib"],
+                                            "load_before": before, "load_after": after}))
+    entry = peer_rows["train"]
+    row = _row(f"{spec} torch train", entry["times"], None, None, {
+        "side": "torch", "precision": "float32", "batch": batch, "torch": peer.torch_version,
+        "threads": peer.threads, "peak_rss_mib": entry["mib"], "load_before": before,
+        "load_after": after})
+    for ours_row in rows:
+        key = "ratio" if ours_row["precision"] == "float32" else f"ratio_{ours_row['precision']}"
+        row[key] = row["median_s"] / ours_row["median_s"]
+    return rows + [row]
+
+
+def _iteration_timer(trainer, first: int):
+    """A function that runs the trainer's next iteration (from `first`) and returns its
+    seconds."""
+    iteration = [first]
+
+    def run():
+        start = time.perf_counter()
+        trainer.run_iteration(iteration[0])
+        iteration[0] += 1
+        return time.perf_counter() - start
+    return run
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
@@ -652,7 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TFLite interpreter threads; torch threads of the --peer")
     p.add_argument("--peer", default="none", choices=("none", "torch"),
                    help="infer mode: also time the official PyTorch generator (eager, "
-                        "torch.compile, torch.compile + bfloat16 autocast) in the same run, "
+                        "torch.compile, torch.compile + bfloat16 autocast); train mode: the "
+                        "official training loop (UGATIT.train()); in the same run, "
                         "interleaved, and print the ratios; ours runs in float32 and, with "
                         "--mixed_precision, in that precision too")
     p.add_argument("--torch_python", default=os.environ.get("UGATIT_TORCH_PYTHON",
@@ -700,10 +781,10 @@ def _peer_problem(args) -> str | None:
                " in the same rounds as the peer)"
     if args.peer == "none":
         return None
-    if args.mode != "infer":
-        return f"--peer {args.peer} works with the infer mode only (not {args.mode})"
+    if args.mode not in PEER_SCRIPTS:
+        return f"--peer {args.peer} works with the infer and train modes only (not {args.mode})"
     try:
-        check_peer(args.torch_python, args.original)
+        check_peer(args.torch_python, args.original, args.mode)
     except PeerError as e:
         return str(e)
     return None
@@ -716,6 +797,9 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
                                  else [])
         peer_args = dict(torch_python=args.torch_python, original=args.original,
                          threads=args.threads)
+        if args.mode == "train":
+            return bench_train_side_by_side(spec, repeats, args.warmup, precisions, peer_args,
+                                            args.batch_size, peaks, args.train_kernels)
         return bench_side_by_side(spec, repeats, args.warmup, precisions, peer_args,
                                   args.batch_size, peaks, args.kernels)
     if args.mode == "infer":
@@ -763,6 +847,9 @@ def main(argv=None) -> int:
             print(f"{parser.prog}: error: {e}", file=sys.stderr)
             return 2
     print(format_table(rows))
+    for r in rows:
+        for key in sorted(k for k in r if k.startswith("ratio_")):
+            print(f"{r['config']} / ours {key[len('ratio_'):]}: {r[key]:.2f}")
     if peaks:
         print("conv2d peak (3x3, 4x64x64x256 -> 256): " +
               ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))

@@ -1,6 +1,7 @@
 """tools/benchmark.py: the infer mode end to end on a tiny config (subprocess, JSON line),
 and the FLOP counting it reports."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -88,6 +89,14 @@ def _benchmark(*args):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
+def _python_seeing(folder):
+    """A "Python" (this one) that imports from `folder` first: the stand-in torch Python."""
+    python = folder / "torch_python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={folder} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    return python
+
+
 def test_peer_torch_without_the_original_code_says_one_line_and_exits_2(tmp_path):
     res = _benchmark("infer", "--peer", "torch", "--original", str(tmp_path))
     assert res.returncode == 2 and res.stdout == ""
@@ -105,15 +114,30 @@ def test_peer_torch_without_torch_says_one_line_and_exits_2(tmp_path):
                      "--torch_python", str(python))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        f"benchmark.py: error: --torch_python {python}: cannot import torch; --peer torch needs a "
-        f"Python with the torch CPU wheel (see docs/speed.md)"]
+        f"benchmark.py: error: --torch_python {python}: cannot import torch; --peer torch in "
+        f"the infer mode needs a Python with torch (see docs/speed.md)"]
 
 
-def test_peer_torch_with_another_mode_is_refused():
-    res = _benchmark("train", "--peer", "torch")
+def test_train_peer_without_torchvision_names_it(tmp_path):
+    """The training peer needs what the original's UGATIT.py imports: a Python with torch but
+    not torchvision is refused before any work, naming the missing module."""
+    (tmp_path / "UGATIT.py").write_text("")
+    (tmp_path / "torch.py").write_text("")
+    python = _python_seeing(tmp_path)
+    res = _benchmark("train", "--peer", "torch", "--original", str(tmp_path),
+                     "--torch_python", str(python))
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        f"benchmark.py: error: --torch_python {python}: cannot import torchvision; --peer torch "
+        f"in the train mode needs a Python with torch, torchvision, scipy, cv2 (see "
+        f"docs/speed.md)"]
+
+
+def test_peer_torch_with_the_tflite_mode_is_refused():
+    res = _benchmark("tflite", "--peer", "torch")
     assert res.returncode == 2
-    assert res.stderr.strip() == ("benchmark.py: error: --peer torch works with the infer mode "
-                                  "only (not train)")
+    assert res.stderr.strip() == ("benchmark.py: error: --peer torch works with the infer and "
+                                  "train modes only (not tflite)")
 
 
 FAKE_TORCH = """
@@ -196,9 +220,7 @@ def _side_by_side(tmp_path, *args):
     the JSON line."""
     (tmp_path / "torch.py").write_text(FAKE_TORCH)
     (tmp_path / "networks.py").write_text(FAKE_NETWORKS)
-    python = tmp_path / "torch_python"
-    python.write_text(f"#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} \"$@\"\n")
-    python.chmod(0o755)
+    python = _python_seeing(tmp_path)
     res = _benchmark("infer", "--configs", "light:32:4:2", "--no_peak", "--peer", "torch",
                      "--json", "--original", str(tmp_path), "--torch_python", str(python), *args)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -246,3 +268,113 @@ def test_kernel_sets_are_the_models():
     from tools.benchmarking import KERNEL_SETS
     from ugatit_tf.model.layers import KERNELS
     assert KERNEL_SETS == KERNELS
+
+
+# A stand-in for the original's training code: torch's DataLoader iterator (without the
+# Python 2 `next` the original calls), its parse_args and UGATIT class. Its loop prints the
+# original's line with an elapsed time of 0.25 * step ** 2 seconds.
+FAKE_DATALOADER = """
+class _BaseDataLoaderIter:
+    def __next__(self):
+        return 1
+"""
+
+FAKE_MAIN = """
+import argparse
+def parse_args():
+    p = argparse.ArgumentParser()
+    for flag in ("--light", "--dataset", "--device", "--batch_size", "--img_size", "--ch",
+                 "--n_res", "--decay_flag", "--print_freq", "--save_freq"):
+        p.add_argument(flag)
+    print("the original prints its settings")
+    return p.parse_args()
+"""
+
+FAKE_UGATIT = """
+import json, os, sys
+from PIL import Image
+from torch.utils.data.dataloader import _BaseDataLoaderIter
+class UGATIT:
+    def __init__(self, args):
+        self.args = args
+        print("##### Information #####")
+    def build_model(self):
+        root = os.path.join("dataset", self.args.dataset)
+        sizes = {f: [Image.open(os.path.join(root, f, n)).size for n in sorted(os.listdir(
+            os.path.join(root, f)))] for f in sorted(os.listdir(root))}
+        sys.stderr.write(json.dumps({"flags": vars(self.args), "sizes": sizes}) + "\\n")
+    def train(self):
+        _BaseDataLoaderIter().next()
+        for step in range(1, self.iteration + 1):
+            print("[%5d/%5d] time: %4.4f d_loss: %.8f, g_loss: %.8f"
+                  % (step, self.iteration, 0.25 * step ** 2, 1.0, 2.0))
+"""
+
+
+def _stand_in_original(tmp_path):
+    """A folder with the stand-in torch package and original's training code; a "Python"
+    that sees it."""
+    (tmp_path / "torch" / "utils" / "data").mkdir(parents=True)
+    (tmp_path / "torch" / "__init__.py").write_text(FAKE_TORCH)
+    (tmp_path / "torch" / "utils" / "__init__.py").write_text("")
+    (tmp_path / "torch" / "utils" / "data" / "__init__.py").write_text("")
+    (tmp_path / "torch" / "utils" / "data" / "dataloader.py").write_text(FAKE_DATALOADER)
+    (tmp_path / "main.py").write_text(FAKE_MAIN)
+    (tmp_path / "UGATIT.py").write_text(FAKE_UGATIT)
+    for module in ("torchvision", "scipy", "cv2"):
+        if importlib.util.find_spec(module) is None:
+            (tmp_path / f"{module}.py").write_text("")
+    return _python_seeing(tmp_path)
+
+
+def test_train_peer_script_protocol_with_a_stand_in_original(tmp_path):
+    """tools/peer/torch_train.py: writes the original's data set layout (4 random images of
+    img_size + 30 pixels per folder), builds UGATIT with the flags that keep samples,
+    checkpoints and the learning-rate decay out of the timed loop, makes `next` work on
+    torch's DataLoader iterator, and answers each 'train RUNS' with the differences of the
+    elapsed times the loop printed; anything the original prints stays out of the JSON."""
+    python = _stand_in_original(tmp_path)
+    res = subprocess.run(
+        [str(python), os.path.join(ROOT, "tools", "peer", "torch_train.py"),
+         "--original", str(tmp_path), "--img_size", "34", "--ch", "4", "--n_res", "2",
+         "--light", "--threads", "3", "--warmup", "1"],
+        input="train 3\ntrain 0\ncompiled 1\n", capture_output=True, text=True, timeout=60)
+    answers = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert answers[0] == {"ready": True, "torch": "0.0-fake", "threads": 3}
+    assert answers[1]["mode"] == "train" and answers[1]["times"] == [0.25, 0.75, 1.25]
+    assert answers[2]["times"] == [] and answers[1]["peak_rss_mib"] > 1
+    assert answers[3] == {"error": "bad request 'compiled 1': expected 'train RUNS'"}
+    built = json.loads(res.stderr.strip().splitlines()[0])
+    assert {k: built["flags"][k] for k in ("light", "device", "decay_flag", "img_size", "ch",
+                                           "n_res", "batch_size", "print_freq")} == {
+        "light": "True", "device": "cpu", "decay_flag": "False", "img_size": "34", "ch": "4",
+        "n_res": "2", "batch_size": "1", "print_freq": str(10 ** 9)}
+    assert built["sizes"] == {f: [[64, 64]] * 4 for f in ("testA", "testB", "trainA", "trainB")}
+
+
+def test_train_peer_iteration_seconds_are_differences_of_the_printed_elapsed_times():
+    sys.path.insert(0, ROOT)
+    from tools.peer.torch_train import iteration_seconds
+    printed = ("[    1/    3] time: 2.5000 d_loss: 1.00000000, g_loss: 2.00000000\n"
+               "[    2/    3] time: 4.2500 d_loss: 1.00000000, g_loss: 2.00000000\n"
+               "[    3/    3] time: 7.0001 d_loss: 1.00000000, g_loss: 2.00000000\n")
+    assert iteration_seconds(printed) == [2.5, 1.75, 2.7501]
+
+
+def test_train_side_by_side_with_a_stand_in_peer(tmp_path):
+    """train --peer torch: our iteration, then the original's loop, interleaved; the peer's
+    row carries its median over ours (the stand-in's iterations take 0.25, 0.75, 1.25 s...)."""
+    python = _stand_in_original(tmp_path)
+    res = _benchmark("train", "--configs", "light:32:4:2", "--no_peak", "--peer", "torch",
+                     "--json", "--repeats", "2", "--warmup", "0", "--original", str(tmp_path),
+                     "--torch_python", str(python))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1][len("JSON: "):])
+    rows = {r["config"]: r for r in out["details"]}
+    ours, peer = "light:32:4:2 ours float32", "light:32:4:2 torch train"
+    assert list(rows) == [ours, peer]
+    # one request per round, each a fresh run of the loop: its first iteration each time
+    assert rows[peer]["repeats"] == 2 and rows[peer]["median_s"] == 0.25
+    assert rows[ours]["repeats"] == 2 and rows[ours]["train_kernels"] == "reference"
+    assert out["ratios"][peer] == pytest.approx(0.25 / rows[ours]["median_s"])

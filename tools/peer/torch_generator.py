@@ -17,7 +17,6 @@ line {"error": "..."} and exit status 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,13 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from tools.benchmarking import peak_rss_mib, reset_peak_rss  # noqa: E402 (standard library only)
+from tools.peer.common import fail, parser  # noqa: E402
 
 MODES = ("eager", "compiled", "compiled_bf16")
-
-
-def fail(message: str) -> int:
-    print(json.dumps({"error": message}), flush=True)
-    return 2
 
 
 class Peer:
@@ -88,15 +83,7 @@ def build(args):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--original", required=True, help="checkout of znxlwm/UGATIT-pytorch")
-    p.add_argument("--img_size", type=int, required=True)
-    p.add_argument("--ch", type=int, required=True)
-    p.add_argument("--n_res", type=int, required=True)
-    p.add_argument("--light", action="store_true")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--warmup", type=int, default=2)
+    p = parser(__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.original, "networks.py")):
         return fail(f"--original {args.original}: no networks.py (expected a checkout of "
