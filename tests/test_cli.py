@@ -12,8 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flags", [
-    ["--img_size", "32", "--ch", "4", "--n_res", "2", "--n_dis", "4"],
-    ["--img_size", "64", "--ch", "8", "--n_dis", "5", "--low_memory", "True",
+    ["--img_size", "64", "--ch", "8", "--n_res", "2", "--n_dis", "5", "--low_memory", "True",
      "--train_kernels", "fast"],
 ])
 def test_main_small_configs(tiny_dataset, tmp_path, flags):

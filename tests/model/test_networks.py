@@ -609,41 +609,50 @@ def test_fast_train_kernels_discriminator_matches_reference_with_the_same_gradie
 
 
 @pytest.mark.float32  # FusedBatchNormV3 has no float64 kernel
-@pytest.mark.parametrize("affine", [True, False])
-def test_fast_train_kernels_instance_norm_gradients(affine):
+@pytest.mark.parametrize("affine,precision", [(True, "float32"), (False, "float32"),
+                                              (True, "mixed_bfloat16")])
+def test_fast_train_kernels_instance_norm_gradients(affine, precision):
     """Instance norm through FusedBatchNormV3 in training mode and its fused gradient: the
     output and the gradients of x, gamma and beta are float64 autodiff's of the reference
     formulas, up to float32 rounding (relative 2^-24 per operation, a few dozen in a row, on
-    values of order one)."""
+    values of order one). Under mixed_bfloat16 (bfloat16 maps, float32 statistics and
+    variables), from the same bfloat16 inputs, up to the rounding of the bfloat16 outputs
+    (relative 2^-9 each; 2^-7 of the largest value allows for a few)."""
     rng = np.random.default_rng(3)
-    x64 = rng.normal(size=(3, 6, 5, 4)) * 2 + 1
-    dy64 = rng.normal(size=x64.shape)
+    half = precision == "mixed_bfloat16"
+    dtype = tf.bfloat16 if half else tf.float32
+
+    def rounded(a):  # the values the layer gets, in float64
+        return tf.cast(tf.cast(a, dtype), tf.float64).numpy()
+    x64 = rounded(rng.normal(size=(3, 6, 5, 4)) * 2 + 1)
+    dy64 = rounded(rng.normal(size=x64.shape))
     gamma, beta = rng.normal(size=4), rng.normal(size=4)
 
-    def forward_backward(dtype, kernels):
-        layer = InstanceNorm(affine=affine, dtype=dtype)
+    def forward_backward(policy, x_dtype, kernels):
+        layer = InstanceNorm(affine=affine, dtype=policy)
         layer.build(x64.shape)
         if affine:
             layer.gamma.assign(gamma)
             layer.beta.assign(beta)
-        x = tf.constant(x64, dtype)
+        x = tf.constant(x64, x_dtype)
 
         def run(x):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = layer(x, relu=True, kernels=kernels)
             return [y] + tape.gradient(y, [x] + layer.trainable_variables,
-                                       output_gradients=tf.constant(dy64, dtype))
+                                       output_gradients=tf.constant(dy64, y.dtype))
         function = tf.function(run)
         types = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
-        return [t.numpy() for t in function(x)], types
+        return [tf.cast(t, tf.float64).numpy() for t in function(x)], types
 
-    got, types = forward_backward("float32", "fast")
+    got, types = forward_backward(precision, dtype, "fast")
     assert "FusedBatchNormGradV3" in types and "Mean" not in types
-    want, _ = forward_backward("float64", "reference")
+    want, _ = forward_backward("float64", tf.float64, "reference")
     assert len(got) == len(want) == (4 if affine else 2)
+    tolerance = 2.0 ** -7 if half else 1e-5
     for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * max(1.0, np.abs(w).max()))
+        np.testing.assert_allclose(g, w, rtol=0, atol=tolerance * max(1.0, np.abs(w).max()))
 
 
 def test_kernels_are_checked_and_the_flag_offers_them():

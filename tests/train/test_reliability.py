@@ -187,17 +187,12 @@ def reference(tiny_dataset, tmp_path_factory):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_deterministic_runs_are_bitwise_identical(tiny_dataset, tmp_path, reference):
-    prefix = run_to_end(tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN))
-    assert_bitwise_equal(reference, prefix)
-
-
-@pytest.mark.slow
 def test_killed_and_interrupted_training_resumes_bitwise_identical(tiny_dataset, tmp_path,
                                                                   reference):
     """SIGKILL inside a checkpoint save (twice, at its two critical moments), SIGTERM and
     SIGINT at random iterations, SIGKILL at a random moment, then run to the end: the final
-    checkpoint equals the uninterrupted run's bit for bit."""
+    checkpoint equals the uninterrupted run's bit for bit (which also shows --deterministic
+    runs in separate processes to be identical: the reference is one)."""
     seed = int(os.environ.get("UGATIT_CRASH_SEED", time.time_ns() % 100000))
     rng = random.Random(seed)
     cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN)

@@ -509,6 +509,16 @@ def _fused_layer_instance_norm(x, rho, gamma, beta, unbiased, relu):
     return _instances_back(tf.nn.relu(y) if relu else y, x)
 
 
+def _layer_instance_norm(x, x32, rho, gamma, beta, unbiased, relu, kernels):
+    """relu?((rho * IN(x) + (1 - rho) * LN(x)) * gamma + beta) in x's dtype, what LIN and
+    AdaLIN share (x32: x in float32 or wider; rho [C], gamma and beta [C] or [N, 1, 1, C],
+    in x32's dtype): the fused forward-only kernel, or the affine form of `_apply_affine`."""
+    if _forward_only(kernels):
+        return _fused_layer_instance_norm(x, rho, gamma, beta, unbiased, relu)
+    scale, shift = _layer_instance_affine(x32, rho, unbiased)
+    return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
+
+
 def reflect_pad(x, before, after, kernels="reference"):
     """Reflect padding of H and W (as np.pad mode 'reflect'): tf.pad(REFLECT) for the
     "reference" and "fast" kernels; for "inference" and "frozen", one gather of pixels (C
@@ -670,10 +680,7 @@ class AdaLIN(CheckpointNamed):
             rho = tf.clip_by_value(rho - 0.1, 0.0, 1.0)
         gamma = tf.cast(gamma, x32.dtype)[:, None, None, :]
         beta = tf.cast(beta, x32.dtype)[:, None, None, :]
-        if _forward_only(kernels):
-            return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
-        scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
-        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
+        return _layer_instance_norm(x, x32, rho, gamma, beta, self.unbiased, relu, kernels)
 
     def checkpoint_entries(self, flavour):
         if flavour == "tf1":
@@ -701,10 +708,7 @@ class LIN(CheckpointNamed):
         """relu?(LIN(x)) in x's dtype; kernels: see KERNELS."""
         x32 = wide(x)
         rho, gamma, beta = (tf.cast(v, x32.dtype) for v in (self.rho, self.gamma, self.beta))
-        if _forward_only(kernels):
-            return _fused_layer_instance_norm(x, rho, gamma, beta, self.unbiased, relu)
-        scale, shift = _layer_instance_affine(x32, rho, self.unbiased)
-        return _apply_affine(x, x32, scale * gamma, shift * gamma + beta, relu)
+        return _layer_instance_norm(x, x32, rho, gamma, beta, self.unbiased, relu, kernels)
 
     def checkpoint_entries(self, flavour):
         if flavour == "tf1":
