@@ -88,6 +88,7 @@ def test_write_json_atomic(tmp_path):
     assert sorted(os.listdir(path.parent)) == ["report.json"]
 
 
+@pytest.mark.slow
 def test_kid_fid_between_folders_end_to_end(extractor, tmp_path):
     rng = np.random.default_rng(1)
     fake_dir, real_dir = tmp_path / "fake", tmp_path / "real"

@@ -91,6 +91,7 @@ def test_export_models_argument_errors(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_export_models_in_bfloat16(tmp_path):
     """--mixed_precision mixed_bfloat16 reaches the SavedModel: its generators convolve in
     bfloat16 (about 4x faster with AMX), its signatures still take and give float32, and

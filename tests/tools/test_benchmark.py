@@ -32,6 +32,7 @@ def test_infer_mode_prints_table_and_json_line():
     assert any(line.startswith("light:32:4:2") for line in lines)  # the table row
 
 
+@pytest.mark.slow
 def test_tflite_mode_adds_a_saved_model_row_in_the_mixed_precision():
     """--mixed_precision in tflite mode: the float32 SavedModel row, one built in bfloat16
     (what --phase export writes with the flag, tests/export/test_run.py) whose peak fraction
@@ -227,6 +228,7 @@ def _side_by_side(tmp_path, *args):
     return json.loads(res.stdout.strip().splitlines()[-1][len("JSON: "):])
 
 
+@pytest.mark.slow
 def test_infer_side_by_side_with_a_stand_in_peer(tmp_path):
     """--peer torch: our float32 and bfloat16 rows, then the three peer rows, each with its
     ratio to ours in the matching precision (the stand-in peer is the fake torch above)."""
@@ -362,6 +364,7 @@ def test_train_peer_iteration_seconds_are_differences_of_the_printed_elapsed_tim
     assert iteration_seconds(printed) == [2.5, 1.75, 2.7501]
 
 
+@pytest.mark.slow
 def test_train_side_by_side_with_a_stand_in_peer(tmp_path):
     """train --peer torch: our iteration, then the original's loop, interleaved; the peer's
     row carries its median over ours (the stand-in's iterations take 0.25, 0.75, 1.25 s...)."""

@@ -53,6 +53,7 @@ def test_mixed_precision_trains_near_float32(tiny_dataset, tmp_path, float32_run
             assert 0.0 <= v.numpy().min() and v.numpy().max() <= 1.0
 
 
+@pytest.mark.slow
 def test_half_precision_layers_keep_float32_statistics():
     """Under mixed_bfloat16 the convolutions run in bfloat16 but norms, CAM logits, spectral
     norm and outputs stay float32, and the weights are float32 variables."""

@@ -50,6 +50,7 @@ print("iteration done")
 """
 
 
+@pytest.mark.slow
 def test_discriminator_convolutions_fuse_without_remapper_errors():
     """With batches of fully known shape (here tools/benchmarking.py's synthetic data; the
     file pipeline leaves the batch size open), Grappler's remapper fuses each discriminator
@@ -75,6 +76,7 @@ def _first_iterations(train_kernels, iterations=1, **changes):
     return [trainer.run_iteration(it)[0] for it in range(iterations)], convolutions
 
 
+@pytest.mark.slow
 def test_fast_train_kernels_train_the_same_model(tmp_path):
     """--train_kernels fast computes the same losses as the reference kernels from the same
     weights and data, up to float32 rounding (the first D losses come from the initial
