@@ -17,8 +17,8 @@ be more, see `nominal_generator_gflop`), GFLOP/s and the fraction of the measure
 large conv2d in the same dtype (`conv_peak`), and the peak resident memory of the process
 while the row ran (`peak_rss_mib`). With `--peer torch` the official PyTorch generator
 (infer mode) or training loop (train mode) runs in the same run, its runs interleaved with
-ours, and its rows carry `ratio` (its median over ours; see docs/speed.md). The last line printed is
-`JSON: {"<mode>": {config: median_seconds}, "details": ..., "machine": ...}`.
+ours, and its rows carry `ratio` (its median over ours; see docs/speed.md). The last line
+printed is `JSON: {"<mode>": {config: median_seconds}, "details": ..., "machine": ...}`.
 
 Timings on a shared machine vary: the load average before and after each row is reported.
 """
@@ -699,6 +699,8 @@ def _iteration_timer(trainer, first: int):
         iteration[0] += 1
         return time.perf_counter() - start
     return run
+
+
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""What the PyTorch peers (torch_generator.py, torch_train.py) share: their command line and
-their answer to a problem. Standard library only: this runs in the torch Python."""
+"""What the PyTorch peers (torch_generator.py, torch_train.py) share: their command line,
+their answer to a problem and their loop of timing requests. Standard library only: this runs in the torch Python."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 
 
 def fail(message: str) -> int:
@@ -27,3 +28,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--warmup", type=int, default=2)
     return p
+
+
+def answer_requests(torch, time, modes, usage: str) -> int:
+    """The ready line ({"ready": true, "torch": version, "threads": n}), then one JSON line
+    `time(mode, runs)` per stdin request `MODE RUNS` (MODE one of `modes`); on a bad request,
+    fail(... expected `usage`). Returns the exit status."""
+    print(json.dumps({"ready": True, "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in modes or not parts[1].isdigit():
+            return fail(f"bad request {line.strip()!r}: expected {usage}")
+        print(json.dumps(time(parts[0], int(parts[1]))), flush=True)
+    return 0

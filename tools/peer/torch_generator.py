@@ -17,7 +17,6 @@ line {"error": "..."} and exit status 2.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from tools.benchmarking import peak_rss_mib, reset_peak_rss  # noqa: E402 (standard library only)
-from tools.peer.common import fail, parser  # noqa: E402
+from tools.peer.common import answer_requests, fail, parser  # noqa: E402
 
 MODES = ("eager", "compiled", "compiled_bf16")
 
@@ -92,15 +91,8 @@ def main(argv=None) -> int:
         peer = build(args)
     except ImportError as e:
         return fail(f"cannot import the PyTorch peer: {e}")
-    print(json.dumps({"ready": True, "torch": peer.torch.__version__,
-                      "threads": peer.torch.get_num_threads()}), flush=True)
-    for line in sys.stdin:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] not in MODES or not parts[1].isdigit():
-            return fail(f"bad request {line.strip()!r}: expected 'MODE RUNS', MODE one of "
-                        f"{', '.join(MODES)}")
-        print(json.dumps(peer.time(parts[0], int(parts[1]))), flush=True)
-    return 0
+    return answer_requests(peer.torch, peer.time, MODES,
+                           f"'MODE RUNS', MODE one of {', '.join(MODES)}")
 
 
 if __name__ == "__main__":

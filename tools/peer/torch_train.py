@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import sys
@@ -35,7 +34,7 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from tools.benchmarking import peak_rss_mib, reset_peak_rss  # noqa: E402 (standard library only)
-from tools.peer.common import fail, parser  # noqa: E402
+from tools.peer.common import answer_requests, fail, parser  # noqa: E402
 
 DATASET = "bench"
 IMAGES_PER_FOLDER = 4
@@ -124,14 +123,8 @@ def main(argv=None) -> int:
         torch, peer = build(args)
     except ImportError as e:
         return fail(f"cannot import the PyTorch training peer: {e}")
-    print(json.dumps({"ready": True, "torch": torch.__version__,
-                      "threads": torch.get_num_threads()}), flush=True)
-    for line in sys.stdin:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] != "train" or not parts[1].isdigit():
-            return fail(f"bad request {line.strip()!r}: expected 'train RUNS'")
-        print(json.dumps(peer.time(int(parts[1]))), flush=True)
-    return 0
+    return answer_requests(torch, lambda mode, runs: peer.time(runs), ("train",),
+                           "'train RUNS'")
 
 
 if __name__ == "__main__":
