@@ -73,10 +73,20 @@ def tiny_dataset(tmp_path_factory) -> str:
     return str(root)
 
 
+def pytest_collection_finish(session):
+    """Every test module (and with them TensorFlow, Keras, FastAPI, ...) is imported now: move
+    those objects out of the garbage collector's sight (gc.freeze). Each full collection then
+    walks only what the tests made: a worker's collections after each file took 2-4 s each,
+    ~4 min of the suite's 2 x 15 worker-minutes, and ~1-3 s with the freeze (AMD EPYC Zen 4,
+    2026-12-04: the whole suite 891 -> 799 s)."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_models_between_files():
     """Each test file builds its own models; drop Keras' global state and the garbage after
-    each file so the whole suite's memory stays that of its largest file."""
+    each file (clear_session runs one full gc.collect) so the whole suite's memory stays that
+    of its largest file."""
     yield
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session(free_memory=True)
