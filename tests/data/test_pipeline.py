@@ -56,6 +56,28 @@ def test_pipeline_range_shape_determinism_and_augmentation(tiny_dataset, tmp_pat
     assert data_lib.augment_size(256) == 286 and data_lib.augment_size(128) == 143
 
 
+def test_training_iterators_run_without_autotuning_and_restore_old_checkpoints(tiny_dataset,
+                                                                                tmp_path):
+    """The trainer's pipelines have no tuning thread (deleting an autotuned iterator joins
+    it: docs/training.md, Data), give the same elements, and an iterator checkpointed with
+    autotuning on (older checkpoints) restores into them exactly."""
+    cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset)
+    trainer = Trainer(cfg, log=lambda *a: None)
+    assert trainer.ds_A.options().autotune.enabled is False
+    assert trainer.ds_B.options().autotune.enabled is False
+    plain = data_lib.train_dataset(trainer.files["trainA"], cfg, cfg.seed)
+    assert plain.options().autotune.enabled is not False
+    old = iter(plain)
+    for _ in range(3):
+        next(old)
+    path = tf.train.Checkpoint(it=old).save(str(tmp_path / "it" / "ck"))
+    want = [next(old).numpy() for _ in range(3)]
+    new = iter(trainer.ds_A)
+    tf.train.Checkpoint(it=new).restore(path).assert_consumed()
+    for a in want:
+        np.testing.assert_array_equal(next(new).numpy(), a)
+
+
 def test_test_loading_matches_original_formula(tmp_path):
     import cv2
     rgb = (np.arange(48 * 40 * 3) % 251).astype(np.uint8).reshape(48, 40, 3)

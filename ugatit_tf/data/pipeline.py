@@ -237,6 +237,18 @@ def train_dataset(files: list[str], config, seed: int) -> tf.data.Dataset:
     return ds.prefetch(2)
 
 
+def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuning off: maps declared AUTOTUNE run on as many threads as
+    the machine has cores, and the iterator starts no tuning thread. Deleting an iterator
+    joins that thread, which in full test-suite runs waited 30-155 s several times per run
+    (docs/training.md, Data); a pipeline that decodes one image per step has nothing to tune.
+    The elements, their order and the iterator's checkpoints are the same (an iterator saved
+    without this option restores into one with it)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 # ---------------------------------------------------------------------------
 # Test-time images (numpy; the original's load_test_data uses OpenCV)
 # ---------------------------------------------------------------------------

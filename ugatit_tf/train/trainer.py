@@ -144,7 +144,7 @@ class Trainer:
         if datasets is None:
             datasets = (data_lib.train_dataset(self.files["trainA"], cfg, cfg.seed),
                         data_lib.train_dataset(self.files["trainB"], cfg, cfg.seed + 1))
-        self.ds_A, self.ds_B = datasets
+        self.ds_A, self.ds_B = (data_lib.without_autotuning(ds) for ds in datasets)
         self.iter_A, self.iter_B = iter(self.ds_A), iter(self.ds_B)
         self.extra_state = dict(step=self.step, data_A=self.iter_A, data_B=self.iter_B,
                                 rng=self.rng)
