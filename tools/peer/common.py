@@ -1,5 +1,6 @@
 """What the PyTorch peers (torch_generator.py, torch_train.py) share: their command line,
-their answer to a problem and their loop of timing requests. Standard library only: this runs in the torch Python."""
+their answer to a problem and their loop of timing requests. Standard library only: this runs
+in the torch Python."""
 
 from __future__ import annotations
 
