@@ -202,8 +202,10 @@ def phase_photos(config: Config) -> int:
     from ugatit_tf.model.checkpoints import load_networks
     from ugatit_tf.model.layers import choose_kernels
     from ugatit_tf.model.networks import translator
+    from ugatit_tf.model.precision import resolve_precision
 
-    nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
+    nets, prefix = load_networks(config, mixed_precision=resolve_precision(
+        config.mixed_precision, "test", print))
     print(f" [*] Loaded {prefix}")
     model = nets.genA2B if config.direction == "a2b" else nets.genB2A
     fn = translator(model, choose_kernels(config.kernels, batched=False))

@@ -15,14 +15,16 @@ from ugatit_tf.infer.faces import heatmap_overlay
 from ugatit_tf.infer.test_phase import run_test, write_png
 from ugatit_tf.model.checkpoints import (CheckpointError, load_networks, make_checkpoint,
                                          model_checkpoint_dir, write_config)
+from ugatit_tf.model import precision as precision_lib
 from ugatit_tf.model.networks import Networks
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
-    """A checkpoint of freshly initialised networks, as training writes it."""
+    """A checkpoint of freshly initialised networks, as training writes it; the test phase in
+    float32, whose numbers these tests check (--mixed_precision auto has its own test)."""
     cfg = tiny_config(tmp_path_factory.mktemp("test_phase"), dataset_dir=tiny_dataset,
-                      phase="test")
+                      phase="test", mixed_precision="none")
     nets = Networks(cfg, discriminators=True)
     folder = model_checkpoint_dir(cfg)
     tf.train.CheckpointManager(make_checkpoint(nets), folder, 1,
@@ -129,3 +131,25 @@ def test_test_phase_in_bfloat16_is_close_to_float32(trained, tmp_path):
         diffs.append(np.asarray(Image.open(path)).astype(int))
     delta = np.abs(diffs[0] - diffs[1])
     assert 0 < delta.max() <= 8
+
+
+@pytest.mark.parametrize("cpu_flag, precision", [("avx512_bf16", "mixed_bfloat16"), ("", "none")])
+def test_test_phase_auto_precision_follows_the_cpu(trained, tmp_path, monkeypatch, cpu_flag,
+                                                   precision):
+    """--mixed_precision auto (the default) translates in bfloat16 on a CPU that computes it
+    natively, and says so in one line; elsewhere in float32, silently: the same PNGs as the
+    explicit flag's."""
+    monkeypatch.setattr(precision_lib, "native_bfloat16", lambda: cpu_flag)
+    pngs, logs = [], []
+    for name, value in (("auto", "auto"), ("explicit", precision)):
+        log = logs.append if name == "auto" else (lambda *a: None)
+        index = run_test(trained.replace(result_dir=str(tmp_path / name), mixed_precision=value),
+                         log=log, progress=False)
+        path = os.path.join(os.path.dirname(index), "A2B", "0001.png")
+        pngs.append(np.asarray(Image.open(path)))
+    np.testing.assert_array_equal(pngs[0], pngs[1])
+    said = [line for line in logs if "--mixed_precision" in line]
+    assert said == ([" [*] --mixed_precision auto: bfloat16, this CPU has avx512_bf16 (faster; "
+                     "pixels 0.3 of 255 levels from float32's on average); --mixed_precision "
+                     "none for float32"]
+                    if cpu_flag else [])

@@ -18,6 +18,7 @@ import tensorflow as tf
 from ugatit_tf import cli
 from ugatit_tf.model.checkpoints import make_checkpoint, model_checkpoint_dir, write_config
 from ugatit_tf.model.networks import Networks
+from ugatit_tf.model.precision import native_bfloat16
 
 from .conftest import astronaut_jpeg, decode_png, tiny_config
 
@@ -83,7 +84,9 @@ def test_serve_process(tmp_path):
             lines.append(line)
             if "Listening on" in line:
                 break
-        assert f" [*] Model: checkpoint {prefix} (32x32)\n" in lines
+        # --mixed_precision auto: bfloat16 where this CPU computes it natively, and said
+        compute = ", mixed_bfloat16" if native_bfloat16() else ""
+        assert f" [*] Model: checkpoint {prefix}{compute} (32x32)\n" in lines
         url = re.search(r"Open (http://127\.0\.0\.1:\d+)/ in a browser", lines[-1]).group(1)
         assert f"TF Serving REST: {url}/v1/models/anime:predict" in lines[-1]
         assert requests.get(url + "/v1/models/anime", timeout=30).status_code == 200

@@ -86,3 +86,16 @@ def test_half_precision_layers_keep_float32_statistics():
     assert not np.array_equal(d16.local.conv_0.sn_u.numpy(), u_before)
     np.testing.assert_allclose(d16.local.conv_0.sn_u.numpy(), d32.local.conv_0.sn_u.numpy(),
                                rtol=1e-6)
+
+
+def test_auto_precision_trains_in_float32(tiny_dataset, tmp_path, monkeypatch):
+    """--mixed_precision auto (the default) trains in float32 even on a CPU with bfloat16
+    (the original's numbers): the networks compute in float32 and the run's config says
+    none."""
+    from ugatit_tf.model import precision as precision_lib
+    from ugatit_tf.train.trainer import Trainer
+    monkeypatch.setattr(precision_lib, "native_bfloat16", lambda: "amx_bf16")
+    cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, mixed_precision="auto", **LEARN)
+    trainer = Trainer(cfg, log=lambda *a: None)
+    assert trainer.config.mixed_precision == "none"
+    assert trainer.nets.genA2B.compute_dtype == trainer.nets.disA.compute_dtype == "float32"

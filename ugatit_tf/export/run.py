@@ -29,6 +29,7 @@ from ugatit_tf.export.saved_model import (NAME_RE, ExportError, check_limits, do
                                           serving_instructions, write_models_config)
 from ugatit_tf.export.tflite import (DEFAULT_REPRESENTATIVE_COUNT, export_tflite,
                                      quantizations_for)
+from ugatit_tf.model.precision import resolve_precision
 
 EXPORT_FORMATS = ("saved_model", "tflite", "all")
 DIRECTIONS = ("a2b", "b2a")
@@ -121,8 +122,9 @@ def export_models(config: Config, export_dir: str | None = None,
     tflite_paths = {f"{d}_{q}": os.path.join(tflite_dir, f"{d}_{q}.tflite")
                     for q in quantizations for d in DIRECTIONS}
     # Refuse before any work is done.
-    if quantizations and config.mixed_precision != "none":
-        raise ExportError(f"--mixed_precision {config.mixed_precision} applies to the "
+    precision = resolve_precision(config.mixed_precision, "export")  # auto: float32
+    if quantizations and precision != "none":
+        raise ExportError(f"--mixed_precision {precision} applies to the "
                           f"SavedModel only; TFLite files take --quantize (float16, dynamic, "
                           f"int8) instead: export them without --mixed_precision")
     if export_format in ("saved_model", "all"):
@@ -133,7 +135,7 @@ def export_models(config: Config, export_dir: str | None = None,
                               f"remove it")
     if nets is None:
         from ugatit_tf.model.checkpoints import load_networks
-        nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
+        nets, prefix = load_networks(config, mixed_precision=precision)
         print(f"[export] restored {prefix}")
 
     written = {}

@@ -22,6 +22,7 @@ from ugatit_tf.infer.faces import heatmap_overlay
 from ugatit_tf.model.checkpoints import load_networks
 from ugatit_tf.model.layers import choose_kernels
 from ugatit_tf.model.networks import translator
+from ugatit_tf.model.precision import resolve_precision
 
 
 def write_png(path: str, rgb: np.ndarray) -> str:
@@ -41,7 +42,8 @@ def run_test(config: Config, log=print, progress: bool = True) -> str:
     files = data_lib.domain_files(config, ("testA", "testB"))
     out_dir = os.path.join(config.result_dir, config.model_dir)
     with data_lib.output_folder(out_dir, "--result_dir"):  # not left behind if loading fails
-        nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
+        nets, prefix = load_networks(config, mixed_precision=resolve_precision(
+            config.mixed_precision, "test", log))
     log(f" [*] Loaded {prefix}")
     kernels = choose_kernels(config.kernels, batched=False)
     translate = {"A2B": translator(nets.genA2B, kernels),

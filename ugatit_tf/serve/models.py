@@ -276,11 +276,18 @@ def find_saved_model(export_dir: str, name: str) -> str | None:
     return None
 
 
+def _checkpoint_source(prefix: str, precision: str) -> str:
+    """The model's description for the console and /status: the checkpoint, and its compute
+    precision where it is not float32 (--mixed_precision auto may choose bfloat16)."""
+    return f"checkpoint {prefix}" + ("" if precision == "none" else f", {precision}")
+
+
 def load_model(config: Config):
     """The model the flags name (loaded once): --serving_url; else an explicit --export_dir
     holding a SavedModel; else the checkpoint of the flags (or --checkpoint), falling back to
     a SavedModel in export/NAME when there is no checkpoint."""
     from ugatit_tf.model.checkpoints import CheckpointError, load_networks
+    from ugatit_tf.model.precision import resolve_precision
     if config.serving_url:
         return RemoteModel(config.serving_url)
     name = served_name(config)
@@ -291,13 +298,14 @@ def load_model(config: Config):
             raise ConfigError(f"--export_dir {config.export_dir}: no SavedModel there (nor in "
                               f"{os.path.join(config.export_dir, name)}/VERSION)")
         return LocalModel.from_saved_model(saved)
+    precision = resolve_precision(config.mixed_precision, "serve")
     try:
-        nets, prefix = load_networks(config, mixed_precision=config.mixed_precision)
+        nets, prefix = load_networks(config, mixed_precision=precision)
     except CheckpointError:
         if saved is None or getattr(config, "checkpoint", ""):
             raise
         return LocalModel.from_saved_model(saved)
     max_bytes = max(config.max_bytes, config.max_upload_bytes)
     return LocalModel.from_networks(nets, config.img_size, max_bytes, config.max_pixels,
-                                    config.max_batch, source=f"checkpoint {prefix}",
+                                    config.max_batch, source=_checkpoint_source(prefix, precision),
                                     kernels=config.kernels)

@@ -15,7 +15,7 @@ import tempfile
 import tensorflow as tf
 
 from ugatit_tf.config import ConfigError
-from ugatit_tf.model.precision import policy_name
+from ugatit_tf.model.precision import check_precision
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -31,7 +31,7 @@ def check_flags(config) -> None:
     strategy = getattr(config, "strategy", "default")
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
-    policy_name(getattr(config, "mixed_precision", "none"))  # ConfigError naming the flag
+    check_precision(getattr(config, "mixed_precision", "none"))  # ConfigError naming the flag
 
 
 def local_devices() -> list[str]:

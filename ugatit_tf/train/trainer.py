@@ -24,7 +24,7 @@ from ugatit_tf.model.checkpoints import (CheckpointError, build_optimizers, chec
                                          make_checkpoint, model_checkpoint_dir, write_config)
 from ugatit_tf.model.deferred_gradients import DeferredKernelGradients
 from ugatit_tf.model.networks import Networks, regularization_loss
-from ugatit_tf.model.precision import precision_policy
+from ugatit_tf.model.precision import precision_policy, resolve_precision
 from ugatit_tf.train import distribute as dist
 from ugatit_tf.train import losses as L
 from ugatit_tf.train.loss_curve import LossCurve
@@ -93,6 +93,9 @@ class Trainer:
     def __init__(self, config: Config, log=print, datasets=None):
         config.validate()
         dist.check_flags(config)
+        # --mixed_precision auto trains in float32 (the original's numbers)
+        config = config.replace(mixed_precision=resolve_precision(config.mixed_precision,
+                                                                  "train"))
         # the strategy first: MultiWorkerMirroredStrategy must exist before other TF work
         self.strategy = dist.make_strategy(config.strategy)
         self.sharding = dist.Sharding(self.strategy, config.batch_size)
