@@ -119,12 +119,14 @@ def test_run_eval_end_to_end(setup):
 
 @pytest.mark.slow
 def test_in_memory_translations_are_the_test_phase_images(setup):
-    """The eval phase scores the pixels that --phase test writes (batched here, one image at
-    a time there: float round-off may move a rare pixel by one level)."""
+    """The eval phase scores the pixels that --phase test writes in float32 (batched here, one
+    image at a time there: float round-off may move a rare pixel by one level). Evaluation
+    is float32 on every CPU; the test phase's auto precision may be bfloat16."""
     from ugatit_tf.infer.test_phase import run_test
 
     cfg, report = setup["cfg"], setup["report"]
-    run_test(cfg.replace(phase="test"), log=lambda *a: None, progress=False)
+    run_test(cfg.replace(phase="test", mixed_precision="none"), log=lambda *a: None,
+             progress=False)
     out = os.path.join(cfg.result_dir, cfg.model_dir)
     test = er.load_test_data(cfg, log=lambda *a: None)
     nets, _ = load_networks(cfg)
