@@ -77,6 +77,15 @@ def test_a_bad_value_names_the_flag():
                             "mixed_bfloat16; got 'bfloat16'")
 
 
+def test_networks_are_never_built_under_unresolved_auto():
+    """auto means a precision only for a phase: building networks under it is a caller's
+    mistake, refused with the function to call (not the flag's message, which lists auto)."""
+    with pytest.raises(ValueError, match=r"resolve it for the phase first "
+                                         r"\(precision\.resolve_precision\)"):
+        with precision_lib.precision_policy("auto"):
+            pass
+
+
 def test_native_bfloat16_is_off_without_onednn(monkeypatch):
     """With TF_ENABLE_ONEDNN_OPTS=0 bfloat16 runs on TensorFlow's slow fallback kernels."""
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")

@@ -29,17 +29,21 @@ AUTO_BFLOAT16_PHASES = ("test", "serve")
 BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def policy_name(mixed_precision: str) -> str:
-    if mixed_precision not in PRECISIONS:
-        raise ConfigError(f"--mixed_precision must be one of auto, {', '.join(PRECISIONS)}; "
-                          f"got {mixed_precision!r}")
-    return PRECISIONS[mixed_precision]
-
-
 def check_precision(mixed_precision: str) -> None:
     """ConfigError naming the flag unless `mixed_precision` is a --mixed_precision value."""
-    if mixed_precision != "auto":
-        policy_name(mixed_precision)
+    if mixed_precision != "auto" and mixed_precision not in PRECISIONS:
+        raise ConfigError(f"--mixed_precision must be one of auto, {', '.join(PRECISIONS)}; "
+                          f"got {mixed_precision!r}")
+
+
+def policy_name(mixed_precision: str) -> str:
+    """The Keras policy of a --mixed_precision value other than auto, which a phase resolves
+    first (`resolve_precision`)."""
+    check_precision(mixed_precision)
+    if mixed_precision == "auto":
+        raise ValueError("--mixed_precision auto has no policy of its own: resolve it for the "
+                         "phase first (precision.resolve_precision)")
+    return PRECISIONS[mixed_precision]
 
 
 def bfloat16_cpu_flag(cpuinfo: str) -> str:
