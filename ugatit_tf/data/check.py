@@ -211,96 +211,160 @@ def _header_problem(path: str, max_pixels: int) -> FileReport | None:
                    height=header.height, format=header.format.upper())
 
 
-def scan_file(path: str, img_size: int, max_pixels: int = MAX_PIXELS,
-              max_bytes: int = MAX_BYTES) -> FileReport:
-    """Classify one file with an image extension (call inside `pil_guard`)."""
-    from PIL import Image, UnidentifiedImageError
+def _unreadable_report(path: str, e: OSError) -> FileReport:
+    """An "unreadable" report with the operating system's message."""
+    return _report(path, [("unreadable", f"unreadable: {e.strerror or e}")])
 
+
+def _size_problem(path: str, max_bytes: int) -> FileReport | None:
+    """A report when the file cannot be stat'ed, is empty or has more than `max_bytes`."""
     try:
         size = os.stat(path).st_size
     except OSError as e:
-        return _report(path, [("unreadable", f"unreadable: {e.strerror or e}")])
+        return _unreadable_report(path, e)
     if size == 0:
         return _report(path, [("empty", "empty file (0 bytes)")])
     if size > max_bytes:
         return _report(path, [("huge", f"too large: {size:,} bytes (limit {max_bytes:,} "
                                        f"bytes)")])
-    huge = _header_problem(path, max_pixels)
-    if huge:
-        return huge
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        return _report(path, [("unreadable", f"unreadable: {e.strerror or e}")])
-    with f:
-        try:
-            head = f.read(64)
-            f.seek(0)
-        except OSError as e:
-            return _report(path, [("unreadable", f"unreadable: {e.strerror or e}")])
-        fmt = None
-        try:
-            with Image.open(f) as im:
-                fmt, mode, (w, h) = im.format, im.mode, im.size
-                info = dict(width=w, height=h, format=fmt, mode=mode)
-                if w * h > max_pixels:
-                    return _report(path, [("huge", f"too large: {w}x{h} pixels (limit "
-                                                   f"{max_pixels / 1e6:g} Mpx)")], **info)
-                im.verify()
-            f.seek(0)
-            with Image.open(f) as im:
-                im.load()
-                transparency = "transparency" in im.info
-                orientation = im.getexif().get(0x0112, 1)
-                n_frames = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) \
-                    else 1
-        except Image.DecompressionBombError as e:
-            pixels = re.search(r"\((\d+) pixels\)", str(e))
-            amount = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-            return _report(path, [("huge", f"too large: {amount} (limit {max_pixels / 1e6:g} "
-                                           f"Mpx; decompression bomb guard)")])
-        except UnidentifiedImageError:
-            magic = _magic_format(head)
-            if magic:  # starts like an image, but the header is broken
-                return _report(path, [("corrupt", f"corrupt {magic}: the image data cannot be "
-                                                  f"decoded")], detail="unreadable header",
-                               format=magic)
-            return _report(path, [("not_an_image", f"not an image: {_sniff(head)}")])
-        except MemoryError:
-            return _report(path, [("huge", "too large: out of memory while decoding")])
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
-            if isinstance(e, PermissionError):
-                return _report(path, [("unreadable", f"unreadable: {e.strerror or e}")])
-            fmt = fmt or _magic_format(head)
-            code, reason, detail = _decode_problem(e, fmt)
-            return _report(path, [(code, reason)], detail=detail, format=fmt)
+    return None
 
+
+@dataclass(frozen=True)
+class _Decoded:
+    """What PIL found in an image that opened, verified and loaded."""
+    format: str | None
+    mode: str
+    width: int
+    height: int
+    transparency: bool
+    orientation: int
+    n_frames: int
+
+
+def _bomb_report(path: str, e: BaseException, max_pixels: int) -> FileReport:
+    """A "huge" report for PIL's DecompressionBombError (with its pixel count when it has one)."""
+    pixels = re.search(r"\((\d+) pixels\)", str(e))
+    amount = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+    return _report(path, [("huge", f"too large: {amount} (limit {max_pixels / 1e6:g} "
+                                   f"Mpx; decompression bomb guard)")])
+
+
+def _unidentified_report(path: str, head: bytes) -> FileReport:
+    """A report for a file PIL cannot identify: a corrupt image or not an image at all."""
+    magic = _magic_format(head)
+    if magic:  # starts like an image, but the header is broken
+        return _report(path, [("corrupt", f"corrupt {magic}: the image data cannot be "
+                                          f"decoded")], detail="unreadable header",
+                       format=magic)
+    return _report(path, [("not_an_image", f"not an image: {_sniff(head)}")])
+
+
+def _decoder_error_report(path: str, e: BaseException, fmt: str | None,
+                          head: bytes) -> FileReport:
+    """A report for an error while decoding: unreadable (permission), truncated or corrupt."""
+    if isinstance(e, PermissionError):
+        return _unreadable_report(path, e)
+    fmt = fmt or _magic_format(head)
+    code, reason, detail = _decode_problem(e, fmt)
+    return _report(path, [(code, reason)], detail=detail, format=fmt)
+
+
+def _decode(path: str, f, head: bytes, max_pixels: int) -> _Decoded | FileReport:
+    """Open, verify and load the image in `f`: what it holds, or why it cannot be used."""
+    from PIL import Image, UnidentifiedImageError
+
+    fmt = None
+    try:
+        with Image.open(f) as im:
+            fmt, mode, (w, h) = im.format, im.mode, im.size
+            info = dict(width=w, height=h, format=fmt, mode=mode)
+            if w * h > max_pixels:
+                return _report(path, [("huge", f"too large: {w}x{h} pixels (limit "
+                                               f"{max_pixels / 1e6:g} Mpx)")], **info)
+            im.verify()
+        f.seek(0)
+        with Image.open(f) as im:
+            im.load()
+            transparency = "transparency" in im.info
+            orientation = im.getexif().get(0x0112, 1)
+            n_frames = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) \
+                else 1
+    except Image.DecompressionBombError as e:
+        return _bomb_report(path, e, max_pixels)
+    except UnidentifiedImageError:
+        return _unidentified_report(path, head)
+    except MemoryError:
+        return _report(path, [("huge", "too large: out of memory while decoding")])
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
+        return _decoder_error_report(path, e, fmt, head)
+    return _Decoded(fmt, mode, w, h, transparency, orientation, n_frames)
+
+
+def _conversions(path: str, head: bytes, d: _Decoded) -> list[tuple[str, str]]:
+    """The (code, reason) of everything that makes TensorFlow mis-decode the image."""
     found = []
+    mode, fmt = d.mode, d.format
     bit_depth = _png_bit_depth(head)
     if mode.startswith("I;16") or mode in ("I", "F") or bit_depth == 16:
         found.append(("16bit", "16-bit: converted to 8-bit"))
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or transparency:
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or d.transparency:
         found.append(("alpha", f"transparency ({mode}): converted, flattened onto white"))
     if mode == "CMYK":
         found.append(("cmyk", f"CMYK {fmt}: converted to RGB"))
     elif mode not in ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "RGBa", "La", "CMYK", "F",
                       "I") and not mode.startswith("I;16"):
         found.append(("color_mode", f"{mode} pixels: converted to RGB"))
-    if orientation in (2, 3, 4, 5, 6, 7, 8):
-        found.append(("exif_rotated", f"EXIF orientation {orientation}: converted upright"))
+    if d.orientation in (2, 3, 4, 5, 6, 7, 8):
+        found.append(("exif_rotated", f"EXIF orientation {d.orientation}: converted upright"))
     if fmt not in TF_FORMATS:
         found.append(("other_format", f"{fmt} content with a {os.path.splitext(path)[1]} "
                                       f"extension: converted"))
     elif fmt == "BMP" and mode != "RGB":
         found.append(("bmp_mode", f"BMP with {mode} pixels: converted (TensorFlow "
                                   f"mis-decodes it)"))
-    if mode in ("L", "1"):
+    return found
+
+
+def _warnings(d: _Decoded, img_size: int) -> list[tuple[str, str]]:
+    """The (code, reason) of what is worth a warning in an image used as is."""
+    found = []
+    if d.mode in ("L", "1"):
         found.append(("grayscale", "grayscale: used as RGB"))
-    if n_frames > 1:
-        found.append(("animated", f"animated {fmt} ({n_frames} frames): first frame used"))
-    if min(w, h) < max(TINY_MIN, img_size // 4):
-        found.append(("tiny", f"tiny: {w}x{h} pixels (upscaled to {img_size}x{img_size})"))
-    return _report(path, found, width=w, height=h, format=fmt, mode=mode)
+    if d.n_frames > 1:
+        found.append(("animated", f"animated {d.format} ({d.n_frames} frames): first frame "
+                                  f"used"))
+    if min(d.width, d.height) < max(TINY_MIN, img_size // 4):
+        found.append(("tiny", f"tiny: {d.width}x{d.height} pixels (upscaled to "
+                              f"{img_size}x{img_size})"))
+    return found
+
+
+def scan_file(path: str, img_size: int, max_pixels: int = MAX_PIXELS,
+              max_bytes: int = MAX_BYTES) -> FileReport:
+    """Classify one file with an image extension (call inside `pil_guard`)."""
+    problem = _size_problem(path, max_bytes)
+    if problem:
+        return problem
+    huge = _header_problem(path, max_pixels)
+    if huge:
+        return huge
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        return _unreadable_report(path, e)
+    with f:
+        try:
+            head = f.read(64)
+            f.seek(0)
+        except OSError as e:
+            return _unreadable_report(path, e)
+        decoded = _decode(path, f, head, max_pixels)
+    if isinstance(decoded, FileReport):
+        return decoded
+    found = _conversions(path, head, decoded) + _warnings(decoded, img_size)
+    return _report(path, found, width=decoded.width, height=decoded.height,
+                   format=decoded.format, mode=decoded.mode)
 
 
 def _classify_entry(folder: str, name: str) -> tuple[str, FileReport | None]:

@@ -123,36 +123,31 @@ def _converted_name(path: str) -> str:
     return f"{stem}-{hashlib.sha1(key).hexdigest()[:12]}.png"
 
 
-def prepare_training_files(config, domain: str, log=print) -> list[str]:
-    """Scan one training folder and return the paths to train on, in the folder's sorted
-    order: the usable originals, and for the files TensorFlow would mis-decode their 8-bit RGB
-    PNG copies (made once, reused while the original is unchanged). Prints one warning line
-    per skipped file and one summary line; raises DataError naming the folder when nothing is
-    usable."""
+def _convert_files(reports, out_dir: str, domain: str, log) -> tuple[dict[str, str], list]:
+    """Make (or reuse) the PNG copies of `reports` in `out_dir`: {original: copy}, and the
+    reports whose conversion failed (each logged)."""
     from PIL import Image
 
-    folder = os.path.join(dataset_folder(config), domain)
-    reports = scan_folder(folder, config.img_size)
-    candidates = [r for r in reports if r.action != IGNORE]
-    skipped = [r for r in candidates if r.action == SKIP]
-    for r in skipped:
-        log(f" [!] skipped {domain}/{r.line()}")
-    to_convert = [r for r in candidates if r.action == CONVERT]
-    out_dir = converted_folder(config, domain)
-    converted = {}
-    if to_convert:
-        ensure_output_folder(out_dir, "--checkpoint_dir")
-        for r in to_convert:
-            dst = os.path.join(out_dir, _converted_name(r.path))
-            if not os.path.exists(dst):
-                try:
-                    convert_to_png(r.path, dst)
-                except (OSError, ValueError, SyntaxError, EOFError,
-                        Image.DecompressionBombError) as e:  # changed since the scan
-                    log(f" [!] skipped {domain}/{r.name}: cannot convert it ({e})")
-                    skipped.append(r)
-                    continue
-            converted[r.path] = dst
+    converted, failed = {}, []
+    if not reports:
+        return converted, failed
+    ensure_output_folder(out_dir, "--checkpoint_dir")
+    for r in reports:
+        dst = os.path.join(out_dir, _converted_name(r.path))
+        if not os.path.exists(dst):
+            try:
+                convert_to_png(r.path, dst)
+            except (OSError, ValueError, SyntaxError, EOFError,
+                    Image.DecompressionBombError) as e:  # changed since the scan
+                log(f" [!] skipped {domain}/{r.name}: cannot convert it ({e})")
+                failed.append(r)
+                continue
+        converted[r.path] = dst
+    return converted, failed
+
+
+def _remove_stale_copies(out_dir: str, converted: dict[str, str]) -> None:
+    """Delete the PNG copies in `out_dir` that are not among `converted`."""
     if os.path.isdir(out_dir):  # copies of files that changed or went away
         keep = {os.path.basename(p) for p in converted.values()}
         for name in os.listdir(out_dir):
@@ -161,6 +156,42 @@ def prepare_training_files(config, domain: str, log=print) -> list[str]:
                     os.unlink(os.path.join(out_dir, name))
                 except OSError:
                     pass
+
+
+def _summary_line(domain: str, candidates, usable: list[str], skipped: list,
+                  converted: dict[str, str], out_dir: str) -> str | None:
+    """The warning line that sums up a training folder; None when every file is clean."""
+    warned = sum(1 for r in candidates if r.action == USE and r.problems)
+    if not (skipped or converted or warned):
+        return None
+    parts = [f"{len(usable)} of {len(candidates)} images usable"]
+    if skipped:
+        parts.append(f"{len(skipped)} skipped")
+    if converted:
+        parts.append(f"{len(converted)} converted to 8-bit RGB PNG in {out_dir}")
+    if warned:
+        parts.append(f"{warned} with warnings (grayscale, tiny or animated; see --phase "
+                     f"check)")
+    return f" [!] {domain}: " + ", ".join(parts)
+
+
+def prepare_training_files(config, domain: str, log=print) -> list[str]:
+    """Scan one training folder and return the paths to train on, in the folder's sorted
+    order: the usable originals, and for the files TensorFlow would mis-decode their 8-bit RGB
+    PNG copies (made once, reused while the original is unchanged). Prints one warning line
+    per skipped file and one summary line; raises DataError naming the folder when nothing is
+    usable."""
+    folder = os.path.join(dataset_folder(config), domain)
+    reports = scan_folder(folder, config.img_size)
+    candidates = [r for r in reports if r.action != IGNORE]
+    skipped = [r for r in candidates if r.action == SKIP]
+    for r in skipped:
+        log(f" [!] skipped {domain}/{r.line()}")
+    to_convert = [r for r in candidates if r.action == CONVERT]
+    out_dir = converted_folder(config, domain)
+    converted, failed = _convert_files(to_convert, out_dir, domain, log)
+    skipped += failed
+    _remove_stale_copies(out_dir, converted)
     usable = [converted.get(r.path, r.path) for r in candidates
               if r.action == USE or r.path in converted]
     if not usable:
@@ -168,17 +199,9 @@ def prepare_training_files(config, domain: str, log=print) -> list[str]:
                         f"image files are unusable (run python main.py --phase check "
                         f"--dataset {config.dataset} --dataset_dir {config.dataset_dir} "
                         f"for the list)")
-    warned = sum(1 for r in candidates if r.action == USE and r.problems)
-    if skipped or converted or warned:
-        parts = [f"{len(usable)} of {len(candidates)} images usable"]
-        if skipped:
-            parts.append(f"{len(skipped)} skipped")
-        if converted:
-            parts.append(f"{len(converted)} converted to 8-bit RGB PNG in {out_dir}")
-        if warned:
-            parts.append(f"{warned} with warnings (grayscale, tiny or animated; see --phase "
-                         f"check)")
-        log(f" [!] {domain}: " + ", ".join(parts))
+    summary = _summary_line(domain, candidates, usable, skipped, converted, out_dir)
+    if summary:
+        log(summary)
     return usable
 
 

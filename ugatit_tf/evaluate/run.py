@@ -117,49 +117,66 @@ def load_test_data(config, log=print) -> dict:
     size = config.img_size
     out: dict = {}
     for domain in ("testA", "testB"):
-        paths, names, inputs = [], [], []
-        for path in files[domain]:
-            try:
-                rgb = data_lib.load_rgb(path)
-            except data_lib.DataError as e:
-                log(f" [!] skipped: {e}")
-                continue
-            paths.append(path)
-            names.append(_stem(path))
-            inputs.append(data_lib.to_model_input(rgb, size))
-        if len(inputs) < 2:
-            raise data_lib.DataError(
-                f"evaluation needs at least 2 readable images in "
-                f"{os.path.join(data_lib.dataset_folder(config), domain)}; found {len(inputs)}")
-        x = np.stack(inputs).astype(np.float32)
-        out[domain] = {"paths": paths, "names": names, "inputs": x, "views": model_view(x)}
+        out[domain] = _load_domain(config, domain, files[domain], size, log)
     out["paired"] = {}
     root = data_lib.dataset_folder(config)
     for direction, (source, _target, truth_name) in DIRECTIONS.items():
-        truth_dir = os.path.join(root, truth_name)
-        if not os.path.isdir(truth_dir):
-            out["paired"][direction] = None
-            continue
-        truth_files = data_lib.list_images(truth_dir)
-        all_sources = {_stem(p) for p in files[source]}
-        missing = sorted(_stem(p) for p in truth_files if _stem(p) not in all_sources)
-        if missing:
-            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise data_lib.DataError(
-                f"{len(missing)} ground-truth image(s) in {truth_dir} have no input with the "
-                f"same name in {os.path.join(root, source)}: {shown}")
-        position = {name: i for i, name in enumerate(out[source]["names"])}
-        index, names, truth = [], [], []
-        for p in truth_files:
-            name = _stem(p)
-            if name not in position:  # the input was unreadable (already reported)
-                continue
-            index.append(position[name])
-            names.append(name)
-            truth.append(model_view(data_lib.to_model_input(data_lib.load_rgb(p), size)))
-        out["paired"][direction] = {"dir": truth_dir, "index": np.asarray(index, np.int64),
-                                    "names": names, "truth": np.stack(truth) if truth else None}
+        out["paired"][direction] = _load_pairs(os.path.join(root, truth_name),
+                                               os.path.join(root, source), files[source],
+                                               out[source]["names"], size)
     return out
+
+
+def _load_domain(config, domain: str, files: list, size: int, log) -> dict:
+    """The readable images of one test folder: paths, names, model inputs and their views."""
+    paths, names, inputs = [], [], []
+    for path in files:
+        try:
+            rgb = data_lib.load_rgb(path)
+        except data_lib.DataError as e:
+            log(f" [!] skipped: {e}")
+            continue
+        paths.append(path)
+        names.append(_stem(path))
+        inputs.append(data_lib.to_model_input(rgb, size))
+    if len(inputs) < 2:
+        raise data_lib.DataError(
+            f"evaluation needs at least 2 readable images in "
+            f"{os.path.join(data_lib.dataset_folder(config), domain)}; found {len(inputs)}")
+    x = np.stack(inputs).astype(np.float32)
+    return {"paths": paths, "names": names, "inputs": x, "views": model_view(x)}
+
+
+def _load_pairs(truth_dir: str, source_dir: str, source_files: list, source_names: list,
+                size: int) -> dict | None:
+    """One direction's ground truth (None without its folder), aligned with the inputs."""
+    if not os.path.isdir(truth_dir):
+        return None
+    truth_files = data_lib.list_images(truth_dir)
+    _check_truth_has_inputs(truth_dir, truth_files, source_dir, source_files)
+    position = {name: i for i, name in enumerate(source_names)}
+    index, names, truth = [], [], []
+    for p in truth_files:
+        name = _stem(p)
+        if name not in position:  # the input was unreadable (already reported)
+            continue
+        index.append(position[name])
+        names.append(name)
+        truth.append(model_view(data_lib.to_model_input(data_lib.load_rgb(p), size)))
+    return {"dir": truth_dir, "index": np.asarray(index, np.int64),
+            "names": names, "truth": np.stack(truth) if truth else None}
+
+
+def _check_truth_has_inputs(truth_dir: str, truth_files: list, source_dir: str,
+                            source_files: list) -> None:
+    """DataError naming the ground-truth images that have no input file of the same name."""
+    all_sources = {_stem(p) for p in source_files}
+    missing = sorted(_stem(p) for p in truth_files if _stem(p) not in all_sources)
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise data_lib.DataError(
+            f"{len(missing)} ground-truth image(s) in {truth_dir} have no input with the "
+            f"same name in {source_dir}: {shown}")
 
 
 # ---------------------------------------------------------------------------
@@ -248,6 +265,23 @@ def evaluate_networks(nets, config, cache: dict | None = None, log=None,
     log = log or _quiet
     cache = _prepare_cache({} if cache is None else cache, config)
     t0 = time.monotonic()
+    test, extractor, translators = _cached_inputs(nets, config, cache, log)
+    real_features = cache.setdefault("real_features", {})
+    bar = _progress_bar(test, real_features) if progress else None
+    for domain in ("testA", "testB"):
+        if domain not in real_features:
+            real_features[domain] = extractor.from_uint8(test[domain]["views"],
+                                                         _feature_progress(bar))
+    directions = {d: _score_direction(d, translators[d], test, extractor, real_features,
+                                      config, bar)
+                  for d in DIRECTIONS}
+    if bar is not None:
+        bar.close()
+    return _scores(config, test, extractor, directions, t0)
+
+
+def _cached_inputs(nets, config, cache: dict, log) -> tuple:
+    """(test data, Inception extractor, translators) from ``cache``, made when missing."""
     if "data" not in cache:
         cache["data"] = load_test_data(config, log)
     test = cache["data"]
@@ -255,64 +289,68 @@ def evaluate_networks(nets, config, cache: dict | None = None, log=None,
     if cache.get("nets_id") != id(nets):
         cache["translators"] = _translators(nets, config)
         cache["nets_id"] = id(nets)
-    translators = cache["translators"]
-    real_features = cache.setdefault("real_features", {})
-    bar = None
-    if progress:
-        from ugatit_tf.common.progress import ProgressBar
-        total = sum(len(test[d]["inputs"]) + (0 if d in real_features else len(test[d]["views"]))
-                    for d in ("testA", "testB"))
-        bar = ProgressBar(total, label="inception", enabled=True)
+    return test, extractor, cache["translators"]
 
-    def tick(n):
+
+def _progress_bar(test: dict, real_features: dict):
+    """A progress bar over the images still to featurize: translations and new real ones."""
+    from ugatit_tf.common.progress import ProgressBar
+    total = sum(len(test[d]["inputs"]) + (0 if d in real_features else len(test[d]["views"]))
+                for d in ("testA", "testB"))
+    return ProgressBar(total, label="inception", enabled=True)
+
+
+def _feature_progress(bar):
+    """A from_uint8 progress callback (done, total) that advances ``bar`` (None: nothing)."""
+    seen = [0]
+
+    def cb(done, _total):
         if bar is not None:
-            bar.update(n)
+            bar.update(done - seen[0])
+        seen[0] = done
+    return cb
 
-    def feature_progress():
-        seen = [0]
 
-        def cb(done, _total):
-            tick(done - seen[0])
-            seen[0] = done
-        return cb
+def _kid(real: np.ndarray, fake: np.ndarray) -> tuple:
+    """KID (mean, std) over the report's subsets and seed."""
+    return ev.kid(real, fake, n_subsets=KID_SUBSETS, subset_size=KID_MAX_SUBSET, seed=KID_SEED)
 
-    for domain in ("testA", "testB"):
-        if domain not in real_features:
-            real_features[domain] = extractor.from_uint8(test[domain]["views"],
-                                                         feature_progress())
-    directions = {}
-    for direction, (source, target, _truth) in DIRECTIONS.items():
-        outputs = translate(translators[direction], test[source]["inputs"])
-        fake = extractor.from_uint8(outputs, feature_progress())
-        real = real_features[target]
-        kid_mean, kid_std = ev.kid(real, fake, n_subsets=KID_SUBSETS,
-                                   subset_size=KID_MAX_SUBSET, seed=KID_SEED)
-        m = min(KID_MAX_SUBSET, len(real), len(fake))
-        # the do-nothing baseline: the untranslated source images vs the target domain
-        source_features = real_features[source]
-        id_mean, id_std = ev.kid(real, source_features, n_subsets=KID_SUBSETS,
-                                 subset_size=KID_MAX_SUBSET, seed=KID_SEED)
-        pairs = test["paired"].get(direction)
-        directions[direction] = {
-            "source": os.path.join(data_lib.dataset_folder(config), source),
-            "target": os.path.join(data_lib.dataset_folder(config), target),
-            "n": int(len(fake)),
-            "n_real": int(len(real)),
-            "kid": kid_mean,
-            "kid_std": kid_std,
-            "kid_x100": 100.0 * kid_mean,
-            "kid_x100_std": 100.0 * kid_std,
-            "kid_subset_size": int(m),
-            "kid_subsets_identical": bool(m == len(real) == len(fake)),
-            "fid": ev.fid(real, fake, method="auto"),
-            "identity": {"kid_x100": 100.0 * id_mean, "kid_x100_std": 100.0 * id_std,
-                         "fid": ev.fid(real, source_features, method="auto")},
-            "paired": (paired_report(outputs, test[source]["views"], pairs,
-                                     test[target]["views"])
-                       if pairs is not None and pairs["truth"] is not None else None),
-        }
-    if bar is not None:
-        bar.close()
+
+def _score_direction(direction: str, fn, test: dict, extractor, real_features: dict, config,
+                     bar) -> dict:
+    """One direction's KID / FID, its do-nothing baseline's, and its paired score."""
+    source, target, _truth = DIRECTIONS[direction]
+    outputs = translate(fn, test[source]["inputs"])
+    fake = extractor.from_uint8(outputs, _feature_progress(bar))
+    real = real_features[target]
+    kid_mean, kid_std = _kid(real, fake)
+    m = min(KID_MAX_SUBSET, len(real), len(fake))
+    # the do-nothing baseline: the untranslated source images vs the target domain
+    source_features = real_features[source]
+    id_mean, id_std = _kid(real, source_features)
+    pairs = test["paired"].get(direction)
+    return {
+        "source": os.path.join(data_lib.dataset_folder(config), source),
+        "target": os.path.join(data_lib.dataset_folder(config), target),
+        "n": int(len(fake)),
+        "n_real": int(len(real)),
+        "kid": kid_mean,
+        "kid_std": kid_std,
+        "kid_x100": 100.0 * kid_mean,
+        "kid_x100_std": 100.0 * kid_std,
+        "kid_subset_size": int(m),
+        "kid_subsets_identical": bool(m == len(real) == len(fake)),
+        "fid": ev.fid(real, fake, method="auto"),
+        "identity": {"kid_x100": 100.0 * id_mean, "kid_x100_std": 100.0 * id_std,
+                     "fid": ev.fid(real, source_features, method="auto")},
+        "paired": (paired_report(outputs, test[source]["views"], pairs,
+                                 test[target]["views"])
+                   if pairs is not None and pairs["truth"] is not None else None),
+    }
+
+
+def _scores(config, test: dict, extractor, directions: dict, t0: float) -> dict:
+    """evaluate_networks' report: the settings, the per-direction scores and the time taken."""
     weights = inception_weights_arg(config.inception_weights)
     return {
         "dataset": config.dataset,
@@ -392,6 +430,20 @@ def _num(value, fmt):
 
 def format_report(report: dict) -> str:
     """A short text table of a report (run_eval's or evaluate_networks')."""
+    lines = _kid_fid_lines(report)
+    paired = {k: d["paired"] for k, d in report["directions"].items() if d.get("paired")}
+    if paired:
+        lines += _paired_lines(paired)
+    return "\n".join(lines)
+
+
+def _kid_text(scores: dict) -> str:
+    """KID x 100 as 'mean +- std'."""
+    return f"{_num(scores['kid_x100'], '.2f')} +- {_num(scores['kid_x100_std'], '.2f')}"
+
+
+def _kid_fid_lines(report: dict) -> list[str]:
+    """The KID / FID table: model and identity rows per direction, and the KID std note."""
     weights = "random (smoke test only)" if report.get("inception_random") else \
         str(report.get("inception_weights"))
     lines = [f" [*] KID x 100 and FID vs the target domain's test images "
@@ -399,12 +451,12 @@ def format_report(report: dict) -> str:
              f"     {'direction':<9} {'n fake/real':>11} {'':<9} {'KIDx100':>17} {'FID':>10}"]
     notes = []
     for name, d in report["directions"].items():
-        kid = f"{_num(d['kid_x100'], '.2f')} +- {_num(d['kid_x100_std'], '.2f')}"
+        kid = _kid_text(d)
         lines.append(f"     {name:<9} {str(d['n']) + '/' + str(d['n_real']):>11} {'model':<9} "
                      f"{kid:>17} {_num(d['fid'], '.2f'):>10}")
         if d.get("identity"):
             i = d["identity"]
-            kid = f"{_num(i['kid_x100'], '.2f')} +- {_num(i['kid_x100_std'], '.2f')}"
+            kid = _kid_text(i)
             lines.append(f"     {'':<9} {'':>11} {'identity':<9} {kid:>17} "
                          f"{_num(i['fid'], '.2f'):>10}")
         if d.get("kid_subsets_identical"):
@@ -412,28 +464,30 @@ def format_report(report: dict) -> str:
     if notes:
         lines.append(f"     (KID std is 0 for {', '.join(notes)}: with <= {KID_MAX_SUBSET} "
                      "images every KID subset is the whole test set)")
-    paired = {k: d["paired"] for k, d in report["directions"].items() if d.get("paired")}
-    if paired:
-        size = next(iter(paired.values()))["size"]
-        lines.append(f" [*] Paired score vs ground truth at {size}x{size} "
-                     "(L1 0..255 lower is better; PSNR dB, SSIM higher is better)")
-        lines.append(f"     {'direction':<9} {'n':>4} {'':<11} {'L1':>7} {'PSNR':>7} "
-                     f"{'SSIM':>7}")
-        for name, p in paired.items():
-            labels = [x for x in ("model", "identity", "target_mean") if x in p]
-            for label in labels:
-                s = p[label]
-                lines.append(f"     {name if label == 'model' else '':<9} "
-                             f"{str(p['n']) if label == 'model' else '':>4} "
-                             f"{label.replace('_', ' '):<11} "
-                             f"{_num(s['l1'], '.2f'):>7} {_num(s['psnr'], '.2f'):>7} "
-                             f"{_num(s['ssim'], '.4f'):>7}")
-            for base in ("identity", "target_mean"):
-                if f"beats_{base}" in p:
-                    better = [m.upper() for m in METRICS if p[f"beats_{base}"][m]]
-                    lines.append(f"     {'':<9} {'':>4} model beats {base.replace('_', ' ')} "
-                                 f"on: {', '.join(better) or 'none'}")
-    return "\n".join(lines)
+    return lines
+
+
+def _paired_lines(paired: dict) -> list[str]:
+    """The paired-score table: a row per image set and the beats lines, per direction."""
+    size = next(iter(paired.values()))["size"]
+    lines = [f" [*] Paired score vs ground truth at {size}x{size} "
+             "(L1 0..255 lower is better; PSNR dB, SSIM higher is better)",
+             f"     {'direction':<9} {'n':>4} {'':<11} {'L1':>7} {'PSNR':>7} {'SSIM':>7}"]
+    for name, p in paired.items():
+        labels = [x for x in ("model", "identity", "target_mean") if x in p]
+        for label in labels:
+            s = p[label]
+            lines.append(f"     {name if label == 'model' else '':<9} "
+                         f"{str(p['n']) if label == 'model' else '':>4} "
+                         f"{label.replace('_', ' '):<11} "
+                         f"{_num(s['l1'], '.2f'):>7} {_num(s['psnr'], '.2f'):>7} "
+                         f"{_num(s['ssim'], '.4f'):>7}")
+        for base in ("identity", "target_mean"):
+            if f"beats_{base}" in p:
+                better = [m.upper() for m in METRICS if p[f"beats_{base}"][m]]
+                lines.append(f"     {'':<9} {'':>4} model beats {base.replace('_', ' ')} "
+                             f"on: {', '.join(better) or 'none'}")
+    return lines
 
 
 # ---------------------------------------------------------------------------
@@ -447,10 +501,10 @@ def evaluate_during_training(nets, config, step: int, writer, extractor_cache: d
     eval/{A2B,B2A}/{kid_x100, kid_x100_std, fid, identity_kid_x100, identity_fid} and, with
     ground truth, eval/{A2B,B2A}/paired_{l1,psnr,ssim}, identity_{l1,psnr,ssim} and
     target_mean_{l1,psnr,ssim} (the baselines are constant; plotted for reference).
-    ``extractor_cache`` is a dict the caller keeps between calls (start with {} or make_eval_cache(config)): it holds
-    the Inception network, the test images and the real images' features, so later calls
-    only translate and featurize the translations. Returns the scores (evaluate_networks'
-    dict plus "step")."""
+    ``extractor_cache`` is a dict the caller keeps between calls (start with {} or
+    make_eval_cache(config)): it holds the Inception network, the test images and the real
+    images' features, so later calls only translate and featurize the translations. Returns
+    the scores (evaluate_networks' dict plus "step")."""
     import tensorflow as tf
 
     scores = evaluate_networks(nets, config, extractor_cache, log=log, progress=False)

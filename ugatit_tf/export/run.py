@@ -106,53 +106,104 @@ def export_models(config: Config, export_dir: str | None = None,
     representative_dir = _option(representative_dir, config, "representative_dir", None)
     float_io = bool(float_io)
     config.validate()
+    quantizations = _check_format_and_version(export_format, quantize, version)
+    name = _checked_model_name(model_name or config.dataset)
+    check_limits(max_bytes, max_pixels, max_batch)
+    saved_model_path = os.path.join(export_dir, name, str(version))
+    tflite_paths = _tflite_paths(export_dir, name, version, quantizations)
+    # Refuse before any work is done.
+    precision = _export_precision(config, quantizations)
+    _refuse_existing_exports(export_format, saved_model_path, tflite_paths)
+    if nets is None:
+        nets = _restore_generators(config, precision)
+
+    written = {}
+    if export_format in ("saved_model", "all"):
+        written.update(_write_saved_model(nets, config, export_dir, name, saved_model_path,
+                                          max_bytes, max_pixels, max_batch, readme_path))
+    written.update(_write_tflite_files(nets, config, tflite_paths, quantizations,
+                                       representative_dir, representative_count, float_io))
+    return written
+
+
+def _check_format_and_version(export_format, quantize, version) -> list[str]:
+    """Refuse a bad --export_format, --quantize or --version; returns the quantizations."""
     if export_format not in EXPORT_FORMATS:
         raise ExportError(f"--export_format must be one of {', '.join(EXPORT_FORMATS)}; "
                           f"got {export_format!r}")
     quantizations = quantizations_for(quantize) if export_format != "saved_model" else []
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
         raise ExportError(f"--version must be a whole number >= 1, got {version!r}")
-    name = model_name or config.dataset
+    return quantizations
+
+
+def _checked_model_name(name) -> str:
+    """`name`, refused unless it is a name TF Serving can put in URLs."""
     if not NAME_RE.match(name):
         raise ExportError(f"the model name {name!r} (from --dataset or --model_name) may only "
                           f"hold letters, digits, '.', '_' and '-': TF Serving puts it in URLs")
-    check_limits(max_bytes, max_pixels, max_batch)
-    saved_model_path = os.path.join(export_dir, name, str(version))
+    return name
+
+
+def _tflite_paths(export_dir, name, version, quantizations) -> dict[str, str]:
+    """The TFLite file of each direction and quantization, by '<direction>_<quantization>'."""
     tflite_dir = os.path.join(export_dir, "tflite", name, str(version))
-    tflite_paths = {f"{d}_{q}": os.path.join(tflite_dir, f"{d}_{q}.tflite")
-                    for q in quantizations for d in DIRECTIONS}
-    # Refuse before any work is done.
+    return {f"{d}_{q}": os.path.join(tflite_dir, f"{d}_{q}.tflite")
+            for q in quantizations for d in DIRECTIONS}
+
+
+def _export_precision(config, quantizations) -> str:
+    """The --mixed_precision of the export, refused when TFLite files are asked for."""
     precision = resolve_precision(config.mixed_precision, "export")  # auto: float32
     if quantizations and precision != "none":
         raise ExportError(f"--mixed_precision {precision} applies to the "
                           f"SavedModel only; TFLite files take --quantize (float16, dynamic, "
                           f"int8) instead: export them without --mixed_precision")
+    return precision
+
+
+def _refuse_existing_exports(export_format, saved_model_path, tflite_paths):
+    """Refuse to export when the SavedModel version or a TFLite file already exists."""
     if export_format in ("saved_model", "all"):
         refuse_existing_version(os.path.abspath(saved_model_path))
     for path in tflite_paths.values():
         if os.path.exists(path):
             raise ExportError(f"{path} already exists; export with a new --version or "
                               f"remove it")
-    if nets is None:
-        from ugatit_tf.model.checkpoints import load_networks
-        nets, prefix = load_networks(config, mixed_precision=precision)
-        print(f"[export] restored {prefix}")
 
+
+def _restore_generators(config, precision):
+    """Networks with the two generators of the latest checkpoint restored."""
+    from ugatit_tf.model.checkpoints import load_networks
+    nets, prefix = load_networks(config, mixed_precision=precision)
+    print(f"[export] restored {prefix}")
+    return nets
+
+
+def _write_saved_model(nets, config, export_dir, name, path, max_bytes, max_pixels, max_batch,
+                       readme_path) -> dict:
+    """Write the SavedModel, models.config and the README; returns their paths by key."""
     written = {}
-    if export_format in ("saved_model", "all"):
-        written["saved_model"] = export_saved_model(nets, config, saved_model_path, max_bytes,
-                                                    max_pixels, max_batch)
-        written["models_config"] = write_models_config(export_dir)
-        text = serving_instructions(export_dir, name, config.img_size)
-        print(f"[export] SavedModel: {written['saved_model']}")
-        print(f"[export] serve it with:\n  {docker_command(export_dir, name)}")
-        if readme_path == "":
-            readme_path = os.path.join(export_dir, "README.md")
-        if readme_path:
-            write_text_atomic(readme_path, text)
-            written["readme"] = readme_path
+    written["saved_model"] = export_saved_model(nets, config, path, max_bytes, max_pixels,
+                                                max_batch)
+    written["models_config"] = write_models_config(export_dir)
+    text = serving_instructions(export_dir, name, config.img_size)
+    print(f"[export] SavedModel: {written['saved_model']}")
+    print(f"[export] serve it with:\n  {docker_command(export_dir, name)}")
+    if readme_path == "":
+        readme_path = os.path.join(export_dir, "README.md")
+    if readme_path:
+        write_text_atomic(readme_path, text)
+        written["readme"] = readme_path
+    return written
+
+
+def _write_tflite_files(nets, config, tflite_paths, quantizations, representative_dir,
+                        representative_count, float_io) -> dict:
+    """Convert each generator in each quantization; returns the files by key."""
     generators = {"a2b": nets.genA2B, "b2a": nets.genB2A}
     representative = {}
+    written = {}
     for q in quantizations:
         for direction in DIRECTIONS:
             if q == "int8" and direction not in representative:

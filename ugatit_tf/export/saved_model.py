@@ -198,13 +198,22 @@ def docker_command(export_dir, name) -> str:
 
 def serving_instructions(export_dir, name, img_size) -> str:
     """Markdown for the README: running TF Serving on the export and calling it."""
+    sections = [_serving_section(export_dir, name),
+                _signatures_section(export_dir, name, img_size),
+                _calling_section(name),
+                _tflite_section(export_dir, name, img_size)]
+    return "\n".join(sections)  # a blank line between sections
+
+
+def _serving_section(export_dir, name) -> str:
+    """The README's `docker run` lines serving the export with TF Serving."""
     source = _mount_source(export_dir)
     docker = docker_command(export_dir, name)
     docker_all = (f"docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={source},"
                   f"target=/models -t tensorflow/serving "
                   f"--model_config_file=/models/models.config")
-    url = f"http://localhost:8501/v1/models/{name}:predict"
-    return f"""## Serving with TF Serving
+    return f"""\
+## Serving with TF Serving
 
 `python main.py --phase export` writes a SavedModel in TF Serving's layout
 (`{export_dir}/{name}/<version>/`) and `{export_dir}/models.config`. Serve it with
@@ -218,7 +227,12 @@ or serve every exported model through the model config file (REST on 8501, gRPC 
 ```bash
 {docker_all}
 ```
+"""
 
+
+def _signatures_section(export_dir, name, img_size) -> str:
+    """The README's table of the SavedModel's signatures and what they accept."""
+    return f"""\
 Signatures (`saved_model_cli show --dir {export_dir}/{name}/1 --all`):
 
 | signature | input | output |
@@ -232,7 +246,13 @@ Inputs are resized to {img_size}x{img_size} (bilinear), translated, and by defau
 back to their own size. Empty or undecodable bytes, images over the byte or pixel limits
 (`--max_bytes`, `--max_pixels`) and batches over `--max_batch` are answered with HTTP 400
 and a message naming the image.
+"""
 
+
+def _calling_section(name) -> str:
+    """The README's REST call with curl and with tools/serving_client.py."""
+    url = f"http://localhost:8501/v1/models/{name}:predict"
+    return f"""\
 REST call with curl (TF Serving decodes `{{"b64": ...}}` into bytes and returns outputs whose
 name ends in `_bytes` the same way):
 
@@ -248,7 +268,12 @@ uses gRPC, which needs `pip install tensorflow-serving-api`):
 ```bash
 python tools/serving_client.py --url {url} --image photo.jpg --out anime.png
 ```
+"""
 
+
+def _tflite_section(export_dir, name, img_size) -> str:
+    """The README's TFLite files and how to run one."""
+    return f"""\
 ## TFLite
 
 `python main.py --phase export --export_format tflite --quantize all` writes

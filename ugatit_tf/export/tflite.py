@@ -174,8 +174,19 @@ def export_tflite(generator, config: Config, path: str, quantize: str = "float32
     q = normalize_quantization(quantize)
     size = config.img_size
     path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise ExportError(f"{path} already exists; export with a new --version or remove it")
+    _refuse_before_converting(generator, path, q, representative_images, overwrite)
+    converter = _make_converter(generator, size, q, representative_images, float_io)
+    flatbuffer = _convert(converter, q)
+    _refuse_non_builtin_ops(flatbuffer, q)
+    if verify:
+        _verify_finite(flatbuffer, q)
+    _refuse_existing(path, overwrite)
+    return write_bytes_atomic(path, flatbuffer)
+
+
+def _refuse_before_converting(generator, path, q, representative_images, overwrite):
+    """Refuse an existing file, a file over the FlatBuffer limit, or int8 without images."""
+    _refuse_existing(path, overwrite)
     estimate = estimate_tflite_bytes(generator, q)
     if estimate > FLATBUFFER_LIMIT - FLATBUFFER_MARGIN:
         raise ExportError(
@@ -186,6 +197,15 @@ def export_tflite(generator, config: Config, path: str, quantize: str = "float32
         raise ExportError("int8 quantization needs representative images (the data set's "
                           "trainA/trainB or --representative_dir)")
 
+
+def _refuse_existing(path, overwrite):
+    """Refuse an existing file at `path` unless overwrite is set."""
+    if os.path.exists(path) and not overwrite:
+        raise ExportError(f"{path} already exists; export with a new --version or remove it")
+
+
+def _make_converter(generator, size, q, representative_images, float_io):
+    """A converter of the generator (traced at `size`) to builtin ops, set up for `q`."""
     module = _TFLiteModule(generator, size, float_io, int8=q == "int8")
     concrete = module.serve.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
@@ -198,24 +218,28 @@ def export_tflite(generator, config: Config, path: str, quantize: str = "float32
         samples = representative_arrays(representative_images, size, float_io)
         converter.representative_dataset = lambda: ([s] for s in samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter
+
+
+def _convert(converter, q) -> bytes:
+    """Run the converter; its failure becomes an ExportError naming the ops without builtins."""
     try:
-        flatbuffer = converter.convert()
+        return converter.convert()
     except Exception as e:  # ConverterError, or RuntimeError from the calibrator
         ops = _flex_ops_in(str(e))
         hint = (f" ops without a TFLite builtin: {', '.join(ops)}." if ops else "")
         raise ExportError(f"TFLite conversion ({q}) failed:{hint} Only builtin ops are "
                           f"allowed (no Flex / select TF ops). Converter said: "
                           f"{_short_converter_message(str(e))}") from e
+
+
+def _refuse_non_builtin_ops(flatbuffer, q):
+    """Refuse a converted model that uses ops other than TFLite builtins."""
     bad = non_builtin_ops(tflite_ops(flatbuffer))
     if bad:
         raise ExportError(f"the {q} TFLite model uses ops that are not TFLite builtins: "
                           f"{', '.join(bad)} (VAR_HANDLE / READ_VARIABLE mean the weights "
                           f"were not embedded)")
-    if verify:
-        _verify_finite(flatbuffer, q)
-    if os.path.exists(path) and not overwrite:
-        raise ExportError(f"{path} already exists; export with a new --version or remove it")
-    return write_bytes_atomic(path, flatbuffer)
 
 
 def _verify_finite(flatbuffer, q):

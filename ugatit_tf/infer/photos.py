@@ -204,10 +204,11 @@ class PhotoTranslator:
             if hm is None:
                 has_heat = False
             else:
-                hm = hm.reshape(hm.shape[0], *hm.shape[1:3]) if hm.ndim == 4 and hm.shape[-1] == 1 else hm
+                if hm.ndim == 4 and hm.shape[-1] == 1:
+                    hm = hm.reshape(hm.shape[0], *hm.shape[1:3])
                 for h in hm:
-                    h = F._normalise_heatmap(h)
-                    heats.append(np.clip(cv2.resize(h, (S, S), interpolation=cv2.INTER_LINEAR), 0, 1))
+                    h = cv2.resize(F._normalise_heatmap(h), (S, S), interpolation=cv2.INTER_LINEAR)
+                    heats.append(np.clip(h, 0, 1))
         return np.stack(outs), (np.stack(heats) if has_heat and heats else None)
 
     # -- main entry ----------------------------------------------------------
@@ -218,7 +219,19 @@ class PhotoTranslator:
         ``fallback='error'``.
         """
         rgb = F.as_rgb_uint8(rgb)
-        S = self.img_size
+        faces = self._find_faces(rgb, source)
+        mode, faces, crops, mats = self._crop_photo(rgb, faces)
+        results = self._translate_crops(faces, crops, mats)
+        out = self._compose_output(rgb, results, mode)
+        sheet = None
+        if self.make_sheet:
+            sheet = attention_sheet([r.crop for r in results],
+                                    [r.translated for r in results],
+                                    [r.overlay for r in results])
+        return PhotoResult(output=out, mode=mode, faces=results, sheet=sheet)
+
+    def _find_faces(self, rgb: np.ndarray, source: Optional[PathLike]) -> list:
+        """The faces to translate, largest first if capped ([] with face_crop off or none found)."""
         faces: list = []
         if self.face_crop:
             faces = self.detector.detect(rgb)
@@ -226,6 +239,11 @@ class PhotoTranslator:
                 faces = sorted(faces, key=lambda f: f.area, reverse=True)[: self.max_faces]
             if not faces and self.fallback == "error":
                 raise NoFaceError(source)
+        return faces
+
+    def _crop_photo(self, rgb: np.ndarray, faces: list):
+        """Returns (mode, faces, crops, matrices): aligned face crops, else the centre square."""
+        S = self.img_size
         crops, mats = [], []
         if faces:
             mode = "face"
@@ -240,7 +258,10 @@ class PhotoTranslator:
             crops.append(c)
             mats.append(M)
             faces = [None]
+        return mode, faces, crops, mats
 
+    def _translate_crops(self, faces: list, crops: list, mats: list) -> List[FaceResult]:
+        """Run the model on the crops; one ``FaceResult`` (with attention overlay) per crop."""
         outs, heats = self.run_model(crops)
         results = []
         for i, (face, c, M) in enumerate(zip(faces, crops, mats)):
@@ -248,7 +269,11 @@ class PhotoTranslator:
             ov = F.heatmap_overlay(c, h) if h is not None else c.copy()
             results.append(FaceResult(face=face, crop=c, translated=outs[i],
                                       heatmap=h, overlay=ov, matrix=M))
+        return results
 
+    def _compose_output(self, rgb: np.ndarray, results: List[FaceResult],
+                        mode: str) -> np.ndarray:
+        """The output image: crops pasted back into the photo, or the crops side by side."""
         if self.paste_back:
             out = rgb
             for r in results:
@@ -261,13 +286,7 @@ class PhotoTranslator:
         else:
             out = np.hstack([r.translated for r in results]) if len(results) > 1 \
                 else results[0].translated.copy()
-
-        sheet = None
-        if self.make_sheet:
-            sheet = attention_sheet([r.crop for r in results],
-                                      [r.translated for r in results],
-                                      [r.overlay for r in results])
-        return PhotoResult(output=out, mode=mode, faces=results, sheet=sheet)
+        return out
 
     __call__ = translate_photo
 
@@ -458,54 +477,20 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
     """
     stream = sys.stdout if stream is None else stream
     t0 = time.monotonic()
-    if translator is None:
-        if translate is None:
-            raise TypeError("pass translate= (the model callable) or translator=")
-        translator = PhotoTranslator(translate, img_size, face_crop=face_crop,
-                                     paste_back=paste_back, fallback=fallback,
-                                     detector=detector, make_sheet=write_sheet)
+    translator = _ready_translator(translator, translate, img_size, face_crop=face_crop,
+                                   paste_back=paste_back, fallback=fallback,
+                                   detector=detector, write_sheet=write_sheet)
     paths = expand_inputs(inputs)
     output_dir = Path(output_dir).expanduser()
     _check_output_dir(output_dir, paths)
     output_dir.mkdir(parents=True, exist_ok=True)
-    input_keys = {os.path.realpath(p) for p in paths}
+    safe_target = _make_safe_target(output_dir, paths)
     names = _output_names(paths)
     summary = Summary(output_dir=str(output_dir))
-
-    def safe_target(name: str) -> Path:
-        target = output_dir / name
-        if os.path.realpath(target) in input_keys:
-            raise FileExistsError(f"refusing to write '{target}': it is an input file")
-        return target
-
     bar = ProgressBar(len(paths), label="translate", enabled=bool(progress))
     for path, name in zip(paths, names):
-        try:
-            if is_video(path):
-                from ugatit_tf.infer.video import translate_video  # video builds on photos
-                vs = translate_video(
-                    path, safe_target(f"{name}_translated.mp4"), translator=translator,
-                    face_crop=translator.face_crop if video_face_crop is None else video_face_crop,
-                    fallback="center" if translator.fallback == "center" else "copy",
-                    progress=False)
-                summary.ok.append((str(path), [vs.output]))
-            else:
-                rgb = load_rgb(path, max_pixels)
-                res = translator.translate_photo(rgb, source=path)
-                outs = [str(F.save_image(safe_target(f"{name}_translated.png"), res.output))]
-                if write_sheet and res.sheet is not None:
-                    outs.append(str(F.save_image(safe_target(f"{name}_sheet.png"), res.sheet)))
-                if res.mode == "face":
-                    summary.n_faces += len(res.faces)
-                else:
-                    summary.n_fallback += 1
-                summary.ok.append((str(path), outs))
-        except NoFaceError:
-            summary.failed.append((str(path), str(NoFaceError(path))))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as e:  # per-file failure: report and go on
-            summary.failed.append((str(path), f"{type(e).__name__}: {e}"))
+        _translate_file(path, name, translator, safe_target, summary, write_sheet=write_sheet,
+                        video_face_crop=video_face_crop, max_pixels=max_pixels)
         bar.update(1, note=path.name)
     bar.close()
     summary.seconds = time.monotonic() - t0
@@ -513,3 +498,79 @@ def translate_paths(inputs: Union[PathLike, Iterable[PathLike]], output_dir: Pat
         stream.write(summary.report() + "\n")
         stream.flush()
     return summary
+
+
+def _ready_translator(translator: Optional[PhotoTranslator], translate: Optional[TranslateFn],
+                      img_size: int, *, face_crop: bool, paste_back: bool, fallback: str,
+                      detector: Optional[F.FaceDetector], write_sheet: bool) -> PhotoTranslator:
+    """``translator`` if given, else a PhotoTranslator built from ``translate`` and the options."""
+    if translator is None:
+        if translate is None:
+            raise TypeError("pass translate= (the model callable) or translator=")
+        translator = PhotoTranslator(translate, img_size, face_crop=face_crop,
+                                     paste_back=paste_back, fallback=fallback,
+                                     detector=detector, make_sheet=write_sheet)
+    return translator
+
+
+def _make_safe_target(output_dir: Path, inputs: Sequence[Path]) -> Callable[[str], Path]:
+    """A function name -> ``output_dir / name`` that refuses (FileExistsError) an input file."""
+    input_keys = {os.path.realpath(p) for p in inputs}
+
+    def safe_target(name: str) -> Path:
+        """``output_dir / name``, or FileExistsError when that is one of the inputs."""
+        target = output_dir / name
+        if os.path.realpath(target) in input_keys:
+            raise FileExistsError(f"refusing to write '{target}': it is an input file")
+        return target
+
+    return safe_target
+
+
+def _translate_file(path: Path, name: str, translator: PhotoTranslator,
+                    safe_target: Callable[[str], Path], summary: Summary, *,
+                    write_sheet: bool, video_face_crop: Optional[bool],
+                    max_pixels: int) -> None:
+    """Translate one photo or video; its outputs, or why it failed, go into ``summary``."""
+    try:
+        if is_video(path):
+            outs = _translate_video_file(path, name, translator, safe_target, video_face_crop)
+        else:
+            outs, res = _translate_photo_file(path, name, translator, safe_target,
+                                              write_sheet, max_pixels)
+            if res.mode == "face":
+                summary.n_faces += len(res.faces)
+            else:
+                summary.n_fallback += 1
+        summary.ok.append((str(path), outs))
+    except NoFaceError:
+        summary.failed.append((str(path), str(NoFaceError(path))))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # per-file failure: report and go on
+        summary.failed.append((str(path), f"{type(e).__name__}: {e}"))
+
+
+def _translate_video_file(path: Path, name: str, translator: PhotoTranslator,
+                          safe_target: Callable[[str], Path],
+                          video_face_crop: Optional[bool]) -> List[str]:
+    """Translate one video to ``NAME_translated.mp4`` (or .avi); returns [its output path]."""
+    from ugatit_tf.infer.video import translate_video  # video builds on photos
+    vs = translate_video(
+        path, safe_target(f"{name}_translated.mp4"), translator=translator,
+        face_crop=translator.face_crop if video_face_crop is None else video_face_crop,
+        fallback="center" if translator.fallback == "center" else "copy",
+        progress=False)
+    return [vs.output]
+
+
+def _translate_photo_file(path: Path, name: str, translator: PhotoTranslator,
+                          safe_target: Callable[[str], Path], write_sheet: bool,
+                          max_pixels: int) -> Tuple[List[str], PhotoResult]:
+    """Write ``NAME_translated.png`` (and ``NAME_sheet.png``); returns (outputs, result)."""
+    rgb = load_rgb(path, max_pixels)
+    res = translator.translate_photo(rgb, source=path)
+    outs = [str(F.save_image(safe_target(f"{name}_translated.png"), res.output))]
+    if write_sheet and res.sheet is not None:
+        outs.append(str(F.save_image(safe_target(f"{name}_sheet.png"), res.sheet)))
+    return outs, res

@@ -81,6 +81,47 @@ def _open_writer(out_path: Path, fps: float, size: Tuple[int, int]):
                        "and MJPG/.avi)")
 
 
+class _TempVideo:
+    """The output video: a writer on a temp file next to the target, opened at the first
+    frame; ``commit`` moves it into place, ``discard`` removes whatever is left."""
+
+    def __init__(self, in_path: Path, out_path: Path):
+        self.in_path, self.out_path = in_path, out_path
+        self.writer = self.tmp = None
+
+    def open(self, fps: float, size: Tuple[int, int]) -> Tuple[str, str]:
+        """Open the writer (see _open_writer); returns (output path, codec)."""
+        self.writer, self.tmp, final, codec = _open_writer(self.out_path, fps, size)
+        if _same_file(final, self.in_path):
+            raise ValueError(f"refusing to write over the input video '{self.in_path}'")
+        return str(final), codec
+
+    def write(self, rgb: np.ndarray, size: Tuple[int, int]) -> None:
+        """Write one RGB frame, resized first if it is not ``size`` (width, height)."""
+        W, H = size
+        if rgb.shape[:2] != (H, W):
+            rgb = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR)
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def commit(self, output: str) -> None:
+        """Close the writer and move the temp file to ``output``."""
+        self.writer.release()
+        self.writer = None
+        os.chmod(self.tmp, file_mode())  # cv2 writes to a named file: atomic_write cannot serve
+        os.replace(self.tmp, output)
+        self.tmp = None
+
+    def discard(self) -> None:
+        """Release a writer still open and delete a temp file still there."""
+        if self.writer is not None:
+            self.writer.release()
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+
+
 def translate_video(in_path: PathLike, out_path: PathLike,
                     translate: Optional[TranslateFn] = None, img_size: int = 256, *,
                     translator: Optional[PhotoTranslator] = None,
@@ -103,6 +144,30 @@ def translate_video(in_path: PathLike, out_path: PathLike,
     """
     t0 = time.monotonic()
     in_path, out_path = Path(in_path), Path(out_path)
+    _check_video_args(in_path, out_path, fallback)
+    vt = _frame_translator(translator, translate, img_size, face_crop=face_crop,
+                           fallback=fallback, detector=detector)
+    cap = cv2.VideoCapture(str(in_path))
+    if not cap.isOpened():
+        raise VideoError(f"cannot open video '{in_path}'")
+    video = _TempVideo(in_path, out_path)
+    try:
+        fps, size, total = _video_properties(cap, max_frames)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        bar = ProgressBar(total, label="video", stream=stream, enabled=bool(progress))
+        summary = VideoSummary(input=str(in_path), output="", frames=0, fps=fps, size=size,
+                               codec="")
+        _translate_frames(cap, vt, video, summary, bar, fallback, max_frames)
+        video.commit(summary.output)
+    finally:
+        cap.release()
+        video.discard()
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+def _check_video_args(in_path: Path, out_path: Path, fallback: str) -> None:
+    """Refuse a missing input, an unknown fallback and an output over the input."""
     if not in_path.is_file():
         raise FileNotFoundError(f"video '{in_path}' does not exist")
     if fallback not in ("center", "copy", "error"):
@@ -110,13 +175,19 @@ def translate_video(in_path: PathLike, out_path: PathLike,
     for cand in {out_path, out_path.with_suffix(".mp4"), out_path.with_suffix(".avi")}:
         if _same_file(cand, in_path):
             raise ValueError(f"refusing to write the output over the input video '{in_path}'")
+
+
+def _frame_translator(translator: Optional[PhotoTranslator], translate: Optional[TranslateFn],
+                      img_size: int, *, face_crop: bool, fallback: str,
+                      detector: Optional[F.FaceDetector]) -> PhotoTranslator:
+    """A PhotoTranslator for frames, with the settings of ``translator`` (or ``translate``)."""
     if translator is None:
         if translate is None:
             raise TypeError("pass translate= (the model callable) or translator=")
         translator = PhotoTranslator(translate, img_size, detector=detector,
                                      make_sheet=False)
     # a per-frame translator: always pasted back (frame size is kept)
-    vt = PhotoTranslator(
+    return PhotoTranslator(
         translator.translate, translator.img_size, face_crop=face_crop, paste_back=True,
         fallback="center" if fallback == "center" else "error",
         detector=translator._detector if detector is None else detector,
@@ -124,70 +195,57 @@ def translate_video(in_path: PathLike, out_path: PathLike,
         feather=translator.feather, mask_shape=translator.mask_shape,
         max_faces=translator.max_faces, batch_size=translator.batch_size, make_sheet=False)
 
-    cap = cv2.VideoCapture(str(in_path))
-    if not cap.isOpened():
-        raise VideoError(f"cannot open video '{in_path}'")
-    writer = tmp = None
+
+def _video_properties(cap, max_frames: Optional[int]) -> Tuple[float, Tuple[int, int], int]:
+    """Returns (fps, (width, height), frames to translate) as the container declares them."""
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    if not np.isfinite(fps) or fps <= 0:
+        fps = 25.0
+    W = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    H = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if max_frames:
+        total = min(total, max_frames) if total > 0 else max_frames
+    return fps, (W, H), total
+
+
+def _translate_frames(cap, vt: PhotoTranslator, video: _TempVideo, summary: VideoSummary,
+                      bar: ProgressBar, fallback: str, max_frames: Optional[int]) -> None:
+    """Translate and write each frame (at most ``max_frames``), counting them in ``summary``."""
+    while True:
+        if max_frames and summary.frames >= max_frames:
+            break
+        ok, bgr = cap.read()
+        if not ok or bgr is None:
+            break
+        if video.writer is None:
+            H, W = bgr.shape[:2]
+            summary.size = (W, H)
+            summary.output, summary.codec = video.open(summary.fps, summary.size)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        out = _translate_frame(vt, rgb, f"{summary.input} frame {summary.frames}", fallback,
+                               summary)
+        video.write(out, summary.size)
+        summary.frames += 1
+        bar.update(1)
+    bar.close()
+    if video.writer is None:
+        raise VideoError(f"video '{summary.input}' has no readable frames")
+
+
+def _translate_frame(vt: PhotoTranslator, rgb: np.ndarray, source: str, fallback: str,
+                     summary: VideoSummary) -> np.ndarray:
+    """Translate one RGB frame and count it; without a face and under "copy" it stays as is."""
     try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not np.isfinite(fps) or fps <= 0:
-            fps = 25.0
-        W = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        H = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if max_frames:
-            total = min(total, max_frames) if total > 0 else max_frames
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        bar = ProgressBar(total, label="video", stream=stream, enabled=bool(progress))
-        summary = VideoSummary(input=str(in_path), output="", frames=0, fps=fps,
-                               size=(W, H), codec="")
-        while True:
-            if max_frames and summary.frames >= max_frames:
-                break
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            if writer is None:
-                H, W = bgr.shape[:2]
-                summary.size = (W, H)
-                writer, tmp, final, codec = _open_writer(out_path, fps, (W, H))
-                if _same_file(final, in_path):
-                    raise ValueError(f"refusing to write over the input video '{in_path}'")
-                summary.output, summary.codec = str(final), codec
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            try:
-                res = vt.translate_photo(rgb, source=f"{in_path} frame {summary.frames}")
-                out = res.output
-                if res.mode == "face":
-                    summary.face_frames += 1
-                else:
-                    summary.fallback_frames += 1
-            except NoFaceError:
-                if fallback != "copy":
-                    raise
-                out = rgb
-                summary.copied_frames += 1
-            if out.shape[:2] != (H, W):
-                out = cv2.resize(out, (W, H), interpolation=cv2.INTER_LINEAR)
-            writer.write(cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-            summary.frames += 1
-            bar.update(1)
-        bar.close()
-        if writer is None:
-            raise VideoError(f"video '{in_path}' has no readable frames")
-        writer.release()
-        writer = None
-        os.chmod(tmp, file_mode())  # cv2 writes to a named file: atomic_write cannot serve
-        os.replace(tmp, summary.output)
-        tmp = None
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    summary.seconds = time.monotonic() - t0
-    return summary
+        res = vt.translate_photo(rgb, source=source)
+        out = res.output
+        if res.mode == "face":
+            summary.face_frames += 1
+        else:
+            summary.fallback_frames += 1
+    except NoFaceError:
+        if fallback != "copy":
+            raise
+        out = rgb
+        summary.copied_frames += 1
+    return out
