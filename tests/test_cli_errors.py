@@ -81,6 +81,10 @@ MISTAKES = [
      ["error: --checkpoint is for --phase test, export, eval, serve; --phase train uses"]),
     (MAIN + ["--phase", "export", "--checkpoint", CKPT, "--input", "photos"],
      ["error: --input is for --phase test, not --phase export"]),
+    (MAIN + ["--phase", "export", "--checkpoint", CKPT, "--export_format", "all",
+             "--quantize", "all"],
+     [f"error: int8 quantization of a2b needs representative images of its input domain and "
+      f"{os.path.join('datasets', 'demo', 'trainA')} has none; pass --representative_dir"]),
     (MAIN + ["--phase", "train", "--epoch", "-1"],
      ["main.py: error: --epoch must be a whole number >= 1, got -1"]),
     (MAIN + ["--phase", "train", "--img_size", "30"],

@@ -229,7 +229,7 @@ def phase_export(config: Config) -> int:
     from ugatit_tf.export.run import export_models
     paths = export_models(config, export_dir=config.export_dir,
                           export_format=config.export_format, quantize=config.quantize,
-                          version=config.version)
+                          version=config.version, model_name=config.serve_model_name or None)
     for kind, path in sorted(paths.items()):
         print(f" [*] {kind}: {path}")
     return 0

@@ -190,7 +190,8 @@ class Config:
     host: str = _flag("127.0.0.1", "serve phase: address to listen on (0.0.0.0: every "
                       "network interface)", group="serve")
     port: int = _flag(8000, "serve phase: port to listen on (0: any free port)", group="serve")
-    serve_model_name: str = _flag("", "serve phase: NAME in /v1/models/NAME (default: --dataset)",
+    serve_model_name: str = _flag("", "serve and export phases: NAME in /v1/models/NAME and "
+                                  "in the export's folders (default: --dataset)",
                                   group="serve", flag="model_name")
     serving_url: str = _flag("", "serve phase: use this TF Serving model instead of a local "
                              "one, e.g. http://host:8501/v1/models/NAME", group="serve")

@@ -1,12 +1,16 @@
-"""ugatit_tf.export.run.export_models: from a checkpoint to the SavedModel, models.config,
-README and TFLite files; options from Config; argument errors before any work."""
+"""ugatit_tf.export.run.export_models (and main.py --phase export): from a checkpoint to the
+SavedModel, models.config, README and TFLite files; options from Config; argument errors
+before any work."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.cli_checkpoint import write_demo_checkpoint
 from tests.export.helpers import SIZE, encode, rgb, tiny_config
 from ugatit_tf.config import Config
 from ugatit_tf.export import run as ex
@@ -15,6 +19,10 @@ from ugatit_tf.export.saved_model import ExportError
 from ugatit_tf.export.tflite import QUANTIZATIONS, non_builtin_ops, run_tflite, tflite_ops
 from ugatit_tf.model.checkpoints import make_checkpoint, model_checkpoint_dir, write_config
 from ugatit_tf.model.networks import Networks
+
+MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "main.py")
+MODEL_DIR = "UGATIT_light_demo_lsgan_4resblock_5dis_1_1_10_10_1000_sn_smoothing"
 
 def _checkpointed(tmp_path, **changes):
     config = tiny_config(checkpoint_dir=str(tmp_path / "checkpoints"),
@@ -72,8 +80,10 @@ def test_export_models_argument_errors(tmp_path):
     config = tiny_config(checkpoint_dir=str(tmp_path / "none"))
     with pytest.raises(ExportError, match="--export_format"):
         ex.export_models(config, str(tmp_path), export_format="onnx")
-    with pytest.raises(ExportError, match="--quantize"):
-        ex.export_models(config, str(tmp_path), export_format="tflite", quantize="int4")
+    for export_format in ("tflite", "saved_model"):  # checked even where it is not used
+        with pytest.raises(ExportError, match="--quantize"):
+            ex.export_models(config, str(tmp_path), export_format=export_format,
+                             quantize="int4")
     with pytest.raises(ExportError, match="--version"):
         ex.export_models(config, str(tmp_path), version=0)
     with pytest.raises(ExportError, match="--max_pixels"):
@@ -129,8 +139,43 @@ def test_export_models_all_quantizations_with_dataset(tmp_path):
         assert non_builtin_ops(tflite_ops(path)) == []
         out = run_tflite(path, pixels)
         assert out["image"].shape == (1, SIZE, SIZE, 3) and out["image"].dtype == np.uint8
-    # no calibration images for int8 -> a clear error naming the flag
+    # no calibration images for int8 -> a clear error naming the flag, before anything is
+    # written (not even the SavedModel or the other quantizations)
     empty = tiny_config(checkpoint_dir=config.checkpoint_dir, dataset_dir=str(tmp_path / "x"))
     with pytest.raises(ExportError, match="--representative_dir"):
-        ex.export_models(empty, str(tmp_path / "export2"), export_format="tflite",
-                         quantize="int8", readme_path=None)
+        ex.export_models(empty, str(tmp_path / "export2"), export_format="all",
+                         quantize="all")
+    assert not (tmp_path / "export2").exists()
+
+
+@pytest.mark.slow
+def test_main_export_model_name_version_and_readme(tmp_path):
+    """main.py --phase export: --model_name names the export (as the serve phase's), the
+    README written next to it shows the exported --version, a later export rewrites the
+    README it wrote, and a README.md of the user's own is kept as it was."""
+    write_demo_checkpoint(str(tmp_path / "checkpoints"))
+    export_dir = tmp_path / "export"
+    readme = export_dir / "README.md"
+
+    def export(version):
+        res = subprocess.run(
+            [sys.executable, MAIN, "--phase", "export", "--checkpoint",
+             f"checkpoints/{MODEL_DIR}", "--model_name", "anime", "--export_dir", "export",
+             "--version", str(version)], cwd=tmp_path, capture_output=True, text=True,
+            timeout=600)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        return res.stdout
+
+    export(2)
+    assert (export_dir / "anime" / "2" / "saved_model.pb").is_file()
+    assert not (export_dir / "demo").exists()
+    assert "saved_model_cli show --dir export/anime/2 --all" in readme.read_text()
+    assert '"export/tflite/anime/2/a2b_float16.tflite"' in readme.read_text()
+    export(3)
+    assert "saved_model_cli show --dir export/anime/3 --all" in readme.read_text()
+    readme.write_text("# my notes\n")
+    out = export(4)
+    assert readme.read_text() == "# my notes\n"
+    assert ("[export] kept export/README.md: it was not written by the export (the serving "
+            "instructions are in docs/serving.md)") in out
+    assert (export_dir / "anime" / "4" / "saved_model.pb").is_file()

@@ -24,9 +24,10 @@ import numpy as np
 from ugatit_tf.common.files import list_images, write_text_atomic
 from ugatit_tf.config import Config
 from ugatit_tf.export.guards import DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from ugatit_tf.export.saved_model import (NAME_RE, ExportError, check_limits, docker_command,
-                                          export_saved_model, refuse_existing_version,
-                                          serving_instructions, write_models_config)
+from ugatit_tf.export.saved_model import (NAME_RE, README_TITLE, ExportError, check_limits,
+                                          docker_command, export_saved_model,
+                                          refuse_existing_version, serving_instructions,
+                                          write_models_config)
 from ugatit_tf.export.tflite import (DEFAULT_REPRESENTATIVE_COUNT, export_tflite,
                                      quantizations_for)
 from ugatit_tf.model.precision import resolve_precision
@@ -50,6 +51,14 @@ def load_images(files, limit=DEFAULT_REPRESENTATIVE_COUNT, seed=0) -> list[np.nd
         rng = np.random.default_rng(seed)
         files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
     return [load_rgb(f) for f in files]
+
+
+def _representative_images(config, representative_dir, quantizations, count) -> dict:
+    """{direction: calibration images} when int8 files are asked for ({} otherwise), read
+    before any work so that a missing or unreadable image stops the export early."""
+    if "int8" not in quantizations:
+        return {}
+    return {d: _representative_for(config, representative_dir, d, count) for d in DIRECTIONS}
 
 
 def _representative_for(config, representative_dir, direction, count):
@@ -114,15 +123,18 @@ def export_models(config: Config, export_dir: str | None = None,
     # Refuse before any work is done.
     precision = _export_precision(config, quantizations)
     _refuse_existing_exports(export_format, saved_model_path, tflite_paths)
+    representative = _representative_images(config, representative_dir, quantizations,
+                                            representative_count)
     if nets is None:
         nets = _restore_generators(config, precision)
 
     written = {}
     if export_format in ("saved_model", "all"):
-        written.update(_write_saved_model(nets, config, export_dir, name, saved_model_path,
-                                          max_bytes, max_pixels, max_batch, readme_path))
+        written.update(_write_saved_model(nets, config, export_dir, name, version,
+                                          saved_model_path, max_bytes, max_pixels, max_batch,
+                                          readme_path))
     written.update(_write_tflite_files(nets, config, tflite_paths, quantizations,
-                                       representative_dir, representative_count, float_io))
+                                       representative, float_io))
     return written
 
 
@@ -131,7 +143,9 @@ def _check_format_and_version(export_format, quantize, version) -> list[str]:
     if export_format not in EXPORT_FORMATS:
         raise ExportError(f"--export_format must be one of {', '.join(EXPORT_FORMATS)}; "
                           f"got {export_format!r}")
-    quantizations = quantizations_for(quantize) if export_format != "saved_model" else []
+    quantizations = quantizations_for(quantize)  # checked even where unused
+    if export_format == "saved_model":
+        quantizations = []
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
         raise ExportError(f"--version must be a whole number >= 1, got {version!r}")
     return quantizations
@@ -180,35 +194,45 @@ def _restore_generators(config, precision):
     return nets
 
 
-def _write_saved_model(nets, config, export_dir, name, path, max_bytes, max_pixels, max_batch,
-                       readme_path) -> dict:
-    """Write the SavedModel, models.config and the README; returns their paths by key."""
+def _write_saved_model(nets, config, export_dir, name, version, path, max_bytes, max_pixels,
+                       max_batch, readme_path) -> dict:
+    """Write the SavedModel, models.config and the README (not over a README.md of the
+    user's own); returns their paths by key."""
     written = {}
     written["saved_model"] = export_saved_model(nets, config, path, max_bytes, max_pixels,
                                                 max_batch)
     written["models_config"] = write_models_config(export_dir)
-    text = serving_instructions(export_dir, name, config.img_size)
+    text = serving_instructions(export_dir, name, config.img_size, version)
     print(f"[export] SavedModel: {written['saved_model']}")
     print(f"[export] serve it with:\n  {docker_command(export_dir, name)}")
     if readme_path == "":
         readme_path = os.path.join(export_dir, "README.md")
-    if readme_path:
+    if readme_path and not _ours_or_absent(readme_path):
+        print(f"[export] kept {readme_path}: it was not written by the export (the serving "
+              f"instructions are in docs/serving.md)")
+    elif readme_path:
         write_text_atomic(readme_path, text)
         written["readme"] = readme_path
     return written
 
 
-def _write_tflite_files(nets, config, tflite_paths, quantizations, representative_dir,
-                        representative_count, float_io) -> dict:
-    """Convert each generator in each quantization; returns the files by key."""
+def _ours_or_absent(path) -> bool:
+    """Whether `path` does not exist or holds serving instructions an export wrote."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(len(README_TITLE)) == README_TITLE
+    except FileNotFoundError:
+        return True
+
+
+def _write_tflite_files(nets, config, tflite_paths, quantizations, representative,
+                        float_io) -> dict:
+    """Convert each generator in each quantization (int8 calibrated on `representative`'s
+    images of its input domain); returns the files by key."""
     generators = {"a2b": nets.genA2B, "b2a": nets.genB2A}
-    representative = {}
     written = {}
     for q in quantizations:
         for direction in DIRECTIONS:
-            if q == "int8" and direction not in representative:
-                representative[direction] = _representative_for(
-                    config, representative_dir, direction, representative_count)
             key = f"{direction}_{q}"
             written[key] = export_tflite(generators[direction], config, tflite_paths[key], q,
                                          representative.get(direction), float_io=float_io)

@@ -196,12 +196,15 @@ def docker_command(export_dir, name) -> str:
             f"{name},target=/models/{name} -e MODEL_NAME={name} -t tensorflow/serving")
 
 
-def serving_instructions(export_dir, name, img_size) -> str:
+README_TITLE = "## Serving with TF Serving\n"  # how an export knows its own README.md
+
+
+def serving_instructions(export_dir, name, img_size, version=1) -> str:
     """Markdown for the README: running TF Serving on the export and calling it."""
     sections = [_serving_section(export_dir, name),
-                _signatures_section(export_dir, name, img_size),
+                _signatures_section(export_dir, name, img_size, version),
                 _calling_section(name),
-                _tflite_section(export_dir, name, img_size)]
+                _tflite_section(export_dir, name, img_size, version)]
     return "\n".join(sections)  # a blank line between sections
 
 
@@ -212,9 +215,7 @@ def _serving_section(export_dir, name) -> str:
     docker_all = (f"docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={source},"
                   f"target=/models -t tensorflow/serving "
                   f"--model_config_file=/models/models.config")
-    return f"""\
-## Serving with TF Serving
-
+    return README_TITLE + f"""
 `python main.py --phase export` writes a SavedModel in TF Serving's layout
 (`{export_dir}/{name}/<version>/`) and `{export_dir}/models.config`. Serve it with
 
@@ -230,10 +231,10 @@ or serve every exported model through the model config file (REST on 8501, gRPC 
 """
 
 
-def _signatures_section(export_dir, name, img_size) -> str:
+def _signatures_section(export_dir, name, img_size, version) -> str:
     """The README's table of the SavedModel's signatures and what they accept."""
     return f"""\
-Signatures (`saved_model_cli show --dir {export_dir}/{name}/1 --all`):
+Signatures (`saved_model_cli show --dir {export_dir}/{name}/{version} --all`):
 
 | signature | input | output |
 |---|---|---|
@@ -271,7 +272,7 @@ python tools/serving_client.py --url {url} --image photo.jpg --out anime.png
 """
 
 
-def _tflite_section(export_dir, name, img_size) -> str:
+def _tflite_section(export_dir, name, img_size, version) -> str:
     """The README's TFLite files and how to run one."""
     return f"""\
 ## TFLite
@@ -285,7 +286,7 @@ and returns `image` (uint8 RGB, same size) and `heatmap` (float32 CAM attention,
 
 ```python
 from ai_edge_litert.interpreter import Interpreter
-runner = Interpreter("{export_dir}/tflite/{name}/1/a2b_float16.tflite", num_threads=2).get_signature_runner()
+runner = Interpreter("{export_dir}/tflite/{name}/{version}/a2b_float16.tflite", num_threads=2).get_signature_runner()
 anime = runner(image=photo_uint8[None])["image"][0]   # photo resized to {img_size}x{img_size}
 ```
 """
