@@ -348,6 +348,28 @@ def test_domain_files_converts_outside_the_dataset(tmp_path):
     assert len(os.listdir(out_dir)) == len(converted) and again != files["trainA"]
 
 
+def test_a_file_gone_between_scan_and_conversion_is_skipped(tmp_path, monkeypatch):
+    root = tmp_path / "ds" / "mixed"
+    make_dataset(str(root))
+    cfg = tiny_config(tmp_path, dataset_dir=str(tmp_path / "ds"), **RUN)
+    gone = root / "trainA" / "cmyk.jpg"  # a file the scan says to convert
+    real_scan = data_lib.scan_folder
+
+    def scan_then_delete(folder, img_size):
+        reports = real_scan(folder, img_size)
+        if os.path.exists(gone):
+            os.remove(gone)
+        return reports
+
+    monkeypatch.setattr(data_lib, "scan_folder", scan_then_delete)
+    lines = []
+    files = data_lib.domain_files(cfg, log=lines.append)["trainA"]
+    assert [line for line in lines if "cmyk.jpg" in line] == [
+        f" [!] skipped trainA/cmyk.jpg: cannot convert it ([Errno 2] No such file or "
+        f"directory: '{gone}')"]
+    assert files and not any("cmyk" in os.path.basename(f) for f in files)
+
+
 def test_no_usable_image_fails_before_the_model(tmp_path):
     from ugatit_tf.train.trainer import Trainer
     make_dataset(str(tmp_path / "ds" / "mixed"), bad_a=False, bad_b=True)

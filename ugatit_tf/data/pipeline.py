@@ -133,15 +133,15 @@ def _convert_files(reports, out_dir: str, domain: str, log) -> tuple[dict[str, s
         return converted, failed
     ensure_output_folder(out_dir, "--checkpoint_dir")
     for r in reports:
-        dst = os.path.join(out_dir, _converted_name(r.path))
-        if not os.path.exists(dst):
-            try:
+        try:  # the name reads the file's size and time: it may have gone since the scan
+            dst = os.path.join(out_dir, _converted_name(r.path))
+            if not os.path.exists(dst):
                 convert_to_png(r.path, dst)
-            except (OSError, ValueError, SyntaxError, EOFError,
-                    Image.DecompressionBombError) as e:  # changed since the scan
-                log(f" [!] skipped {domain}/{r.name}: cannot convert it ({e})")
-                failed.append(r)
-                continue
+        except (OSError, ValueError, SyntaxError, EOFError,
+                Image.DecompressionBombError) as e:  # changed since the scan
+            log(f" [!] skipped {domain}/{r.name}: cannot convert it ({e})")
+            failed.append(r)
+            continue
         converted[r.path] = dst
     return converted, failed
 
