@@ -286,9 +286,9 @@ def _cached_inputs(nets, config, cache: dict, log) -> tuple:
         cache["data"] = load_test_data(config, log)
     test = cache["data"]
     extractor = _extractor(cache, config)
-    if cache.get("nets_id") != id(nets):
+    if cache.get("nets") is not nets:  # the object itself: an id can be reused
         cache["translators"] = _translators(nets, config)
-        cache["nets_id"] = id(nets)
+        cache["nets"] = nets
     return test, extractor, cache["translators"]
 
 

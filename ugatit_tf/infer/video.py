@@ -212,23 +212,23 @@ def _video_properties(cap, max_frames: Optional[int]) -> Tuple[float, Tuple[int,
 def _translate_frames(cap, vt: PhotoTranslator, video: _TempVideo, summary: VideoSummary,
                       bar: ProgressBar, fallback: str, max_frames: Optional[int]) -> None:
     """Translate and write each frame (at most ``max_frames``), counting them in ``summary``."""
-    while True:
-        if max_frames and summary.frames >= max_frames:
-            break
-        ok, bgr = cap.read()
-        if not ok or bgr is None:
-            break
-        if video.writer is None:
-            H, W = bgr.shape[:2]
-            summary.size = (W, H)
-            summary.output, summary.codec = video.open(summary.fps, summary.size)
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        out = _translate_frame(vt, rgb, f"{summary.input} frame {summary.frames}", fallback,
-                               summary)
-        video.write(out, summary.size)
-        summary.frames += 1
-        bar.update(1)
-    bar.close()
+    try:
+        while not (max_frames and summary.frames >= max_frames):
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            if video.writer is None:
+                H, W = bgr.shape[:2]
+                summary.size = (W, H)
+                summary.output, summary.codec = video.open(summary.fps, summary.size)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            out = _translate_frame(vt, rgb, f"{summary.input} frame {summary.frames}",
+                                   fallback, summary)
+            video.write(out, summary.size)
+            summary.frames += 1
+            bar.update(1)
+    finally:  # also on an error: the terminal's line ends
+        bar.close()
     if video.writer is None:
         raise VideoError(f"video '{summary.input}' has no readable frames")
 
