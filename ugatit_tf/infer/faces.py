@@ -23,7 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -65,6 +65,8 @@ DEFAULT_FEATHER = 0.08
 _FACE_CASCADE = "haarcascade_frontalface_default.xml"
 _FACE_CASCADE_ALT = "haarcascade_frontalface_alt2.xml"
 _EYE_CASCADE = "haarcascade_eye.xml"
+# find_eyes scales each face to this width (px) before running the eye cascade.
+_EYE_FACE_WIDTH = 160.0
 
 
 class CascadeNotFoundError(RuntimeError):
@@ -102,8 +104,6 @@ def save_image(path: PathLike, rgb: np.ndarray) -> Path:
     """Write ``rgb`` atomically (common.files.atomic_write); the format follows the extension
     (PNG recommended). Returns the path."""
     from PIL import Image
-
-    from ugatit_tf.common.files import atomic_write
 
     path = Path(path)
     rgb = as_rgb_uint8(rgb)
@@ -326,55 +326,106 @@ class FaceDetector:
         if self._eye is None:
             return None
         x, y, w, h = box
-        H, W = gray.shape[:2]
-        # upper ~60% of the face box: eyes live there
-        y0, y1 = max(0, y), min(H, y + int(round(0.62 * h)))
-        x0, x1 = max(0, x), min(W, x + w)
-        if y1 - y0 < 8 or x1 - x0 < 8:
+        window = _eye_window(gray, (x, y, w, h))
+        if window is None:
             return None
-        roi = gray[y0:y1, x0:x1]
+        x0, y0, x1, y1 = window
         # normalise the face to ~160 px wide: the eye cascade's window is 20 px
-        s = 160.0 / float(w)
-        roi = cv2.resize(roi, (max(1, round(roi.shape[1] * s)),
-                               max(1, round(roi.shape[0] * s))),
-                         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        roi = cv2.equalizeHist(roi)
-        fw = 160.0
+        s = _EYE_FACE_WIDTH / float(w)
+        cands = self._eye_candidates(_eye_roi(gray[y0:y1, x0:x1], s))
+        if len(cands) < 2:
+            return None
+        eyes = _eye_centres(cands, s, (x0, y0), (x, y, w, h))
+        return _best_eye_pair(eyes, w, h)
+
+    def _eye_candidates(self, roi: np.ndarray) -> np.ndarray:
+        """Eye cascade hits ``[N, 4]`` (x, y, w, h) in a face ROI normalised to 160 px wide."""
+        fw = _EYE_FACE_WIDTH
         cands = self._eye.detectMultiScale(
             roi, scaleFactor=1.1, minNeighbors=3,
             minSize=(max(20, int(fw * 0.10)),) * 2,
             maxSize=(int(fw * 0.40),) * 2)
-        cands = np.asarray(cands).reshape(-1, 4)
-        if len(cands) < 2:
-            return None
-        # centres, relative to the face box (in units of the face width)
-        pts = []
-        for ex, ey, ew, eh in cands:
-            cx = (ex + ew / 2.0) / s + (x0 - x)
-            cy = (ey + eh / 2.0) / s + (y0 - y)
-            rx, ry = cx / w, cy / h
-            if 0.12 <= ry <= 0.6:
-                pts.append((rx, ry, cx + x, cy + y, ew / s / w))
-        best = None
-        for i in range(len(pts)):
-            for j in range(len(pts)):
-                li, rj = pts[i], pts[j]
-                if not (li[0] < 0.5 <= rj[0]):
-                    continue
-                dx, dy = rj[0] - li[0], (rj[1] - li[1]) * h / w
-                if not (0.2 <= dx <= 0.7):
-                    continue
-                ang = abs(math.degrees(math.atan2(dy, dx)))
-                if ang > 35:
-                    continue
-                # prefer level, symmetric pairs with typical spacing (~0.4 w)
-                cost = (abs(dy) + abs(dx - 0.4)
-                        + abs((li[0] + rj[0]) / 2 - 0.5) + abs(li[4] - rj[4]))
-                if best is None or cost < best[0]:
-                    best = (cost, (li[2], li[3]), (rj[2], rj[3]))
-        if best is None:
-            return None
-        return (tuple(map(float, best[1])), tuple(map(float, best[2])))
+        return np.asarray(cands).reshape(-1, 4)
+
+
+# --------------------------------------------------------------------------
+# Eye search (FaceDetector.find_eyes)
+# --------------------------------------------------------------------------
+
+class _EyeCandidate(NamedTuple):
+    """An eye cascade hit: its centre relative to the face box and in photo pixels."""
+
+    rx: float     # centre x / face width, from the box's left edge
+    ry: float     # centre y / face height, from the box's top edge
+    x: float      # centre in photo pixels
+    y: float
+    size: float   # eye width / face width
+
+
+def _eye_window(gray: np.ndarray, box: tuple) -> Optional[tuple]:
+    """``(x0, y0, x1, y1)``: the upper part of the face box inside the image, None if tiny."""
+    x, y, w, h = box
+    H, W = gray.shape[:2]
+    # upper ~60% of the face box: eyes live there
+    y0, y1 = max(0, y), min(H, y + int(round(0.62 * h)))
+    x0, x1 = max(0, x), min(W, x + w)
+    if y1 - y0 < 8 or x1 - x0 < 8:
+        return None
+    return x0, y0, x1, y1
+
+
+def _eye_roi(roi: np.ndarray, s: float) -> np.ndarray:
+    """``roi`` resized by ``s`` and histogram-equalised, ready for the eye cascade."""
+    roi = cv2.resize(roi, (max(1, round(roi.shape[1] * s)),
+                           max(1, round(roi.shape[0] * s))),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return cv2.equalizeHist(roi)
+
+
+def _eye_centres(cands: np.ndarray, s: float, origin: tuple, box: tuple) -> list:
+    """Cascade hits (ROI scaled by s, its corner at photo origin) 12-60% down the face box."""
+    x0, y0 = origin
+    x, y, w, h = box
+    eyes = []
+    # centres, relative to the face box (in units of the face width / height)
+    for ex, ey, ew, eh in cands:
+        cx = (ex + ew / 2.0) / s + (x0 - x)
+        cy = (ey + eh / 2.0) / s + (y0 - y)
+        rx, ry = cx / w, cy / h
+        if 0.12 <= ry <= 0.6:
+            eyes.append(_EyeCandidate(rx, ry, cx + x, cy + y, ew / s / w))
+    return eyes
+
+
+def _eye_pair_cost(left: _EyeCandidate, right: _EyeCandidate, w, h) -> Optional[float]:
+    """How untypical ``left``/``right`` are as a pair of eyes (lower is better), or None."""
+    if not (left.rx < 0.5 <= right.rx):  # each on its own side of the face's middle
+        return None
+    # spacing in face widths; the vertical offset converted from face heights to widths
+    dx, dy = right.rx - left.rx, (right.ry - left.ry) * h / w
+    if not (0.2 <= dx <= 0.7):
+        return None
+    ang = abs(math.degrees(math.atan2(dy, dx)))
+    if ang > 35:
+        return None
+    # prefer level, symmetric pairs with typical spacing (~0.4 w)
+    return (abs(dy) + abs(dx - 0.4)
+            + abs((left.rx + right.rx) / 2 - 0.5) + abs(left.size - right.size))
+
+
+def _best_eye_pair(eyes: list, w, h) -> Optional[tuple]:
+    """``((xl, yl), (xr, yr))`` of the lowest-cost pair among ``eyes``, or None."""
+    best = None
+    for left in eyes:
+        for right in eyes:
+            cost = _eye_pair_cost(left, right, w, h)
+            if cost is None:
+                continue
+            if best is None or cost < best[0]:
+                best = (cost, (left.x, left.y), (right.x, right.y))
+    if best is None:
+        return None
+    return (tuple(map(float, best[1])), tuple(map(float, best[2])))
 
 
 # --------------------------------------------------------------------------
@@ -537,14 +588,31 @@ def paste_back(photo: np.ndarray, translated_crop: np.ndarray, matrix: np.ndarra
     S = crop.shape[0]
     if crop.shape[1] != S:
         raise ValueError(f"translated crop must be square, got {crop.shape}")
+    M = _matrix_for_crop_side(matrix, S, crop_size)
+    mask = blend_mask(S, feather, shape)
+
+    # only work inside the photo-space bounding box of the crop
+    x0, y0, x1, y1 = _crop_bounds_in_photo(M, S, W, H)
+    out = photo.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    warped, wmask = _warp_into_region(crop, mask, M, (x0, y0, x1, y1))
+    _blend_in_place(out[y0:y1, x0:x1], warped, wmask)
+    return out
+
+
+def _matrix_for_crop_side(matrix: np.ndarray, S: int, crop_size: Optional[int]) -> np.ndarray:
+    """``matrix`` as a float64 2x3 copy, rescaled to an S-pixel crop if made for ``crop_size``."""
     M = np.asarray(matrix, dtype=np.float64).reshape(2, 3).copy()
     if crop_size and int(crop_size) != S:
         k = S / float(crop_size)
         M = np.array([[k, 0, (k - 1) / 2.0], [0, k, (k - 1) / 2.0]]) @ np.vstack(
             [M, [0, 0, 1]])
-    mask = blend_mask(S, feather, shape)
+    return M
 
-    # only work inside the photo-space bounding box of the crop
+
+def _crop_bounds_in_photo(M: np.ndarray, S: int, W: int, H: int) -> tuple:
+    """``(x0, y0, x1, y1)``: the S x S crop's bounding box in the photo, widened a bit, clipped."""
     inv = cv2.invertAffineTransform(M)
     corners = np.array([[-1, -1, 1], [S, -1, 1], [-1, S, 1], [S, S, 1]], np.float64)
     pts = corners @ inv.T
@@ -552,9 +620,13 @@ def paste_back(photo: np.ndarray, translated_crop: np.ndarray, matrix: np.ndarra
     y0 = int(np.clip(math.floor(pts[:, 1].min()) - 1, 0, H))
     x1 = int(np.clip(math.ceil(pts[:, 0].max()) + 2, 0, W))
     y1 = int(np.clip(math.ceil(pts[:, 1].max()) + 2, 0, H))
-    out = photo.copy()
-    if x1 <= x0 or y1 <= y0:
-        return out
+    return x0, y0, x1, y1
+
+
+def _warp_into_region(crop: np.ndarray, mask: np.ndarray, M: np.ndarray,
+                      region: tuple) -> tuple:
+    """Crop and mask warped onto the photo region ``(x0, y0, x1, y1)``; mask < 1/1024 set to 0."""
+    x0, y0, x1, y1 = region
     # region pixel (i, j) -> photo (i + x0, j + y0) -> crop M @ ...
     Mr = M.copy()
     Mr[:, 2] += M[:, 0] * x0 + M[:, 1] * y0
@@ -565,14 +637,17 @@ def paste_back(photo: np.ndarray, translated_crop: np.ndarray, matrix: np.ndarra
     wmask = cv2.warpAffine(mask, Mr, (bw, bh), flags=flags,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     wmask[wmask < 1.0 / 1024.0] = 0.0
-    region = out[y0:y1, x0:x1]
+    return warped, wmask
+
+
+def _blend_in_place(region: np.ndarray, warped: np.ndarray, wmask: np.ndarray) -> None:
+    """Blend ``warped`` into ``region`` (in place) with weight ``wmask`` where it is > 0."""
     sel = wmask > 0
     if not sel.any():
-        return out
+        return
     a = wmask[sel][:, None]
     blended = region[sel].astype(np.float32) * (1.0 - a) + warped[sel].astype(np.float32) * a
     region[sel] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return out
 
 
 # --------------------------------------------------------------------------

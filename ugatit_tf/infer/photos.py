@@ -297,6 +297,10 @@ def _as_rows(x):
     return list(x)
 
 
+# white pixels between the panels of a row and between the rows of a sheet
+_SHEET_GAP = 4
+
+
 def attention_sheet(input, output, heatmap_overlay, path: Optional[PathLike] = None,
                     titles: Sequence[str] = ("input", "output", "attention"),
                     height: Optional[int] = None) -> np.ndarray:
@@ -311,40 +315,56 @@ def attention_sheet(input, output, heatmap_overlay, path: Optional[PathLike] = N
     ins, outs, ovs = _as_rows(input), _as_rows(output), _as_rows(heatmap_overlay)
     if not (len(ins) == len(outs) == len(ovs)) or not ins:
         raise ValueError("input, output and heatmap_overlay need the same number of rows")
-    gap = 4
-    rows = []
-    for a, b, c in zip(ins, outs, ovs):
-        panels = [F.as_rgb_uint8(p) for p in (a, b, c)]
-        ph = int(height) if height else min(512, max(p.shape[0] for p in panels))
-        resized = []
-        for p in panels:
-            pw = max(1, int(round(p.shape[1] * ph / float(p.shape[0]))))
-            interp = cv2.INTER_AREA if ph < p.shape[0] else cv2.INTER_LINEAR
-            resized.append(cv2.resize(p, (pw, ph), interpolation=interp)
-                           if p.shape[:2] != (ph, pw) else p)
-        th = max(16, min(28, ph // 10))
-        font_scale = th / 36.0
-        cols = []
-        for p, title in zip(resized, titles):
-            strip = np.full((th, p.shape[1], 3), 255, np.uint8)
-            (tw, tht), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-            org = (max(2, (p.shape[1] - tw) // 2), (th + tht) // 2)
-            cv2.putText(strip, title, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                        (0, 0, 0), 1, cv2.LINE_AA)
-            cols.append(np.vstack([strip, p]))
-            cols.append(np.full((th + ph, gap, 3), 255, np.uint8))
-        rows.append(np.hstack(cols[:-1]))
+    rows = [_sheet_row((a, b, c), titles, height) for a, b, c in zip(ins, outs, ovs)]
+    sheet = _stack_sheet_rows(rows)
+    if path is not None:
+        F.save_image(path, sheet)
+    return sheet
+
+
+def _sheet_row(images: Sequence, titles: Sequence[str], height: Optional[int]) -> np.ndarray:
+    """One sheet row: the images at a common height, each under its title, gaps between."""
+    panels = [F.as_rgb_uint8(p) for p in images]
+    ph = int(height) if height else min(512, max(p.shape[0] for p in panels))
+    resized = [_resize_to_height(p, ph) for p in panels]
+    th = max(16, min(28, ph // 10))
+    cols = []
+    for p, title in zip(resized, titles):
+        cols.append(_titled_panel(p, title, th))
+        cols.append(np.full((th + ph, _SHEET_GAP, 3), 255, np.uint8))
+    return np.hstack(cols[:-1])
+
+
+def _resize_to_height(p: np.ndarray, ph: int) -> np.ndarray:
+    """``p`` resized to ``ph`` pixels high, keeping its aspect ratio (``p`` itself if it is)."""
+    pw = max(1, int(round(p.shape[1] * ph / float(p.shape[0]))))
+    if p.shape[:2] == (ph, pw):
+        return p
+    interp = cv2.INTER_AREA if ph < p.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(p, (pw, ph), interpolation=interp)
+
+
+def _titled_panel(p: np.ndarray, title: str, th: int) -> np.ndarray:
+    """``p`` under a white strip ``th`` pixels high with ``title`` centred on it in black."""
+    font_scale = th / 36.0
+    strip = np.full((th, p.shape[1], 3), 255, np.uint8)
+    (tw, tht), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    org = (max(2, (p.shape[1] - tw) // 2), (th + tht) // 2)
+    cv2.putText(strip, title, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([strip, p])
+
+
+def _stack_sheet_rows(rows: List[np.ndarray]) -> np.ndarray:
+    """The rows one under another with gaps, padded with white on the right to the widest."""
     width = max(r.shape[1] for r in rows)
     padded = []
     for r in rows:
         if r.shape[1] < width:
             r = np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)])
         padded.append(r)
-        padded.append(np.full((gap, width, 3), 255, np.uint8))
-    sheet = np.ascontiguousarray(np.vstack(padded[:-1]))
-    if path is not None:
-        F.save_image(path, sheet)
-    return sheet
+        padded.append(np.full((_SHEET_GAP, width, 3), 255, np.uint8))
+    return np.ascontiguousarray(np.vstack(padded[:-1]))
 
 
 # --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ugatit_tf.config import Config, ConfigError
+from ugatit_tf.config import Config
 from ugatit_tf.serve.batcher import Batcher
 from ugatit_tf.serve.models import (PredictError, RemoteModel, check_serve_flags, listen,
                                     load_model, served_name)
@@ -153,19 +153,35 @@ def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def create_app(service: Service):
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app over `service`: the page and its API, then TF Serving's REST API."""
     app = FastAPI(title="U-GAT-IT", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    remote = isinstance(service.model, RemoteModel)
+    _add_error_handlers(app)
+    _add_page_routes(app, service)
+    _add_serving_routes(app, service)
+    return app
 
-    @app.exception_handler(PredictError)
-    async def refused(request: Request, e: PredictError):
-        return _error(e.status, e.message)
 
-    @app.exception_handler(Exception)
-    async def failed(request: Request, e: Exception):
-        traceback.print_exc()
-        return _error(500, f"internal error: {type(e).__name__}: {e}"[:300])
+def _add_error_handlers(app: FastAPI) -> None:
+    """Answer refusals (PredictError) and failures (any other exception) as JSON errors."""
+    app.add_exception_handler(PredictError, _refused)
+    app.add_exception_handler(Exception, _failed)
+
+
+async def _refused(request: Request, e: PredictError):
+    """A refusal: its own status and one-line message."""
+    return _error(e.status, e.message)
+
+
+async def _failed(request: Request, e: Exception):
+    """A failure: the traceback on the console, a 500 with the exception's first 300 chars."""
+    traceback.print_exc()
+    return _error(500, f"internal error: {type(e).__name__}: {e}"[:300])
+
+
+def _add_page_routes(app: FastAPI, service: Service) -> None:
+    """GET / (the page), GET /api/info and POST /api/translate."""
 
     @app.get("/")
     async def index():
@@ -179,42 +195,25 @@ def create_app(service: Service):
     async def translate(request: Request):
         return await _translate(request, service)
 
-    def check_name(name: str):
-        if name != service.name:
-            raise PredictError(404, f"Servable not found for request: Latest({name}); this "
-                                    f"server serves {service.name}")
 
-    async def _status(name: str, tail: str):
-        check_name(name)
-        if remote:
-            code, body = await run_in_threadpool(service.model.forward, tail, None)
-            return Response(body, status_code=code, media_type="application/json")
-        if tail.endswith("/metadata"):
-            return {"model_spec": {"name": name, "signature_name": "",
-                                   "version": service.model.version or "1"},
-                    "metadata": service.model.metadata()}
-        return service.status()
-
-    async def predict(request: Request, name: str):
-        check_name(name)
-        chunks = [c async for c in _limited(request, service.predict_body_limit, "predict")]
-        body = b"".join(chunks)
-        if remote:
-            code, answer = await run_in_threadpool(service.model.forward, ":predict", body)
-            return Response(answer, status_code=code, media_type="application/json")
-        return JSONResponse(await run_in_threadpool(service.predict, body))
+def _add_serving_routes(app: FastAPI, service: Service) -> None:
+    """TF Serving's GET /v1/models/NAME[/versions/V][/metadata] and POST ...:predict."""
+    remote = isinstance(service.model, RemoteModel)
 
     async def status(name: str):
-        return await _status(name, "")
+        return await _model_status(service, remote, name, "")
 
     async def metadata(name: str):
-        return await _status(name, "/metadata")
+        return await _model_status(service, remote, name, "/metadata")
 
     async def version_status(name: str, version: str):
-        return await _status(name, "")
+        return await _model_status(service, remote, name, "")
+
+    async def predict(request: Request, name: str):
+        return await _model_predict(request, service, remote, name)
 
     async def version_predict(request: Request, name: str, version: str):
-        return await predict(request, name)
+        return await _model_predict(request, service, remote, name)
 
     app.add_api_route("/v1/models/{name}", status, methods=["GET"])
     app.add_api_route("/v1/models/{name}/metadata", metadata, methods=["GET"])
@@ -222,7 +221,41 @@ def create_app(service: Service):
     app.add_api_route("/v1/models/{name}:predict", predict, methods=["POST"])
     app.add_api_route("/v1/models/{name}/versions/{version}:predict", version_predict,
                       methods=["POST"])
-    return app
+
+
+def _check_name(service: Service, name: str) -> None:
+    """PredictError 404 unless `name` is the served model's name."""
+    if name != service.name:
+        raise PredictError(404, f"Servable not found for request: Latest({name}); this "
+                                f"server serves {service.name}")
+
+
+async def _forward(service: Service, tail: str, body: bytes | None) -> Response:
+    """The remote TF Serving's answer to `tail` (GET when `body` is None), passed through."""
+    code, answer = await run_in_threadpool(service.model.forward, tail, body)
+    return Response(answer, status_code=code, media_type="application/json")
+
+
+async def _model_status(service: Service, remote: bool, name: str, tail: str):
+    """GET /v1/models/NAME (tail "") or /v1/models/NAME/metadata (tail "/metadata")."""
+    _check_name(service, name)
+    if remote:
+        return await _forward(service, tail, None)
+    if tail.endswith("/metadata"):
+        return {"model_spec": {"name": name, "signature_name": "",
+                               "version": service.model.version or "1"},
+                "metadata": service.model.metadata()}
+    return service.status()
+
+
+async def _model_predict(request: Request, service: Service, remote: bool, name: str):
+    """POST /v1/models/NAME:predict: the body, read within its limit, to the model."""
+    _check_name(service, name)
+    chunks = [c async for c in _limited(request, service.predict_body_limit, "predict")]
+    body = b"".join(chunks)
+    if remote:
+        return await _forward(service, ":predict", body)
+    return JSONResponse(await run_in_threadpool(service.predict, body))
 
 
 def serve(config: Config) -> int:
