@@ -181,10 +181,32 @@ def convert_tf1(checkpoint: str, dataset: str | None = None, checkpoint_dir: str
     folder) into checkpoint_dir/model_dir. `overrides` sets naming flags (gan_type, n_critic,
     the loss weights, smoothing); None values are ignored."""
     from ugatit_tf.model.checkpoints import model_checkpoint_dir
-    from ugatit_tf.model.networks import tf1_name_map
 
     prefix = resolve_prefix(checkpoint)
     reader, shapes, dtypes = _read_map(prefix)
+    config, notes = _config(prefix, shapes, dataset, checkpoint_dir, img_size, overrides)
+    check_destination(model_checkpoint_dir(config), force)  # fail before the heavy work
+    counter = step_from_name(prefix, r"-(\d+)$")
+
+    entries, trainable = _name_map(config)
+    with_adam = _check(prefix, config, shapes, dtypes, entries, trainable, optimizer,
+                       ignore_unknown, notes)
+    tensors = [Tensor(e.variable, _reading(reader, n, e)) for n, e in entries.items()]
+    slots, state, iterations = _adam_state(reader, prefix, counter, config, entries, trainable,
+                                           with_adam, optimizer, notes)
+
+    log(f"converting {len(entries)} variables from {prefix}")
+    folder, written = write_checkpoint(config, counter or 0, tensors + slots, iterations, force,
+                                       source=prefix)
+    g_iters, d_iters = iterations or (0, 0)
+    return ConversionResult(config=config, folder=folder, checkpoint=written, step=counter or 0,
+                            optimizer=state, g_iterations=g_iters, d_iterations=d_iters,
+                            notes=notes)
+
+
+def _config(prefix, shapes, dataset, checkpoint_dir, img_size, overrides):
+    """The tf1 Config of the checkpoint (architecture from its shapes, naming flags and data
+    set from its folder's name when it has the original form) and the notes so far."""
     arch, notes = infer_tf1_config(shapes, img_size)
     naming = parse_model_dir(os.path.dirname(os.path.abspath(prefix)))
     dataset = dataset or (naming or {}).get("dataset")
@@ -192,54 +214,76 @@ def convert_tf1(checkpoint: str, dataset: str | None = None, checkpoint_dir: str
         raise ConversionError("pass --dataset NAME (the folder name of the checkpoint does not "
                               "say it)")
     config = make_config("tf1", arch, dataset, checkpoint_dir, naming, overrides, notes)
-    check_destination(model_checkpoint_dir(config), force)  # fail before the heavy work
-    counter = step_from_name(prefix, r"-(\d+)$")
+    return config, notes
+
+
+def _name_map(config):
+    """The TF1 names of the four networks' variables: ({name: entry}, {'G' / 'D': the
+    trainable names of the generators / discriminators})."""
+    from ugatit_tf.model.networks import tf1_name_map
 
     models = shape_only_networks(config)
     name_maps = [tf1_name_map(m) for m in models]
     check_coverage(models, name_maps)
     entries = {n: e for m in name_maps for n, e in m.items()}
-    expected = {n: source_shape(e) for n, e in entries.items()}
     trainable = {who: [n for m in maps for n, e in m.items() if e.variable.trainable]
                  for who, maps in (("G", name_maps[:2]), ("D", name_maps[2:]))}
+    return entries, trainable
+
+
+def _check(prefix, config, shapes, dtypes, entries, trainable, optimizer, ignore_unknown,
+           notes) -> bool:
+    """Every name, shape and dtype accounted for, in one ConversionError (see shared);
+    whether the checkpoint holds Adam state."""
+    expected, ignore, with_adam = _expected(shapes, entries, trainable, optimizer)
+    missing, unexpected, wrong = problems(expected, shapes, ignore)
+    not_floating = _not_floating(set(expected) & set(shapes), dtypes)
+    unexpected = unknown_ignored(unexpected, ignore_unknown, notes)
+    raise_problems(prefix, config, missing, unexpected, wrong, not_floating)
+    return with_adam
+
+
+def _expected(shapes, entries, trainable, optimizer):
+    """({name: shape} the checkpoint must hold, the names left alone, whether it holds Adam
+    state): the Adam slots and beta powers are expected when it holds any of them and the
+    optimizer is wanted, left alone when it is not."""
+    expected = {n: source_shape(e) for n, e in entries.items()}
     adam = {n + slot: expected[n] for names in trainable.values() for n in names
             for slot in ("/Adam", "/Adam_1")}
     powers = {p: () for pair in POWERS.values() for p in pair}
     with_adam = bool(set(shapes) & (set(adam) | set(powers)))
     expected_all = {**expected, **adam, **powers} if with_adam and optimizer else expected
     ignore = (set(adam) | set(powers)) if not optimizer else ()
-    missing, unexpected, wrong = problems(expected_all, shapes, ignore)
-    bad_types = sorted(f"{n}: dtype {dtypes[n].name}, expected a float type"
-                       for n in set(expected_all) & set(shapes)
-                       if not dtypes[n].is_floating)
-    unexpected = unknown_ignored(unexpected, ignore_unknown, notes)
-    raise_problems(prefix, config, missing, unexpected, wrong,
-                   ([f"not floating point ({len(bad_types)}):"] +
-                    [f"  {b}" for b in bad_types]) if bad_types else ())
+    return expected_all, ignore, with_adam
 
-    tensors = [Tensor(e.variable, _reading(reader, n, e)) for n, e in entries.items()]
-    state, iterations = "omitted", None
+
+def _not_floating(names, dtypes):
+    """The report's lines for those of `names` whose dtype is not a float type (none if
+    all are)."""
+    bad_types = sorted(f"{n}: dtype {dtypes[n].name}, expected a float type"
+                       for n in names if not dtypes[n].is_floating)
+    return ([f"not floating point ({len(bad_types)}):"] +
+            [f"  {b}" for b in bad_types]) if bad_types else ()
+
+
+def _adam_state(reader, prefix, counter, config, entries, trainable, with_adam, optimizer,
+                notes):
+    """The Adam slots to write, what became of the optimizer state ('omitted', 'fresh' or
+    'converted') and the (G, D) iterations (None when omitted)."""
     if with_adam and not optimizer:
         notes.append("the checkpoint's Adam state is left out (no optimizer requested)")
     elif optimizer and not with_adam:
-        state, iterations = "fresh", (0, 0)
-        tensors += zero_slots(entries[n].variable for names in trainable.values()
-                              for n in names)
+        slots = zero_slots(entries[n].variable for names in trainable.values()
+                           for n in names)
         notes.append("the checkpoint has no Adam slots: the optimizers start fresh")
+        return slots, "fresh", (0, 0)
     elif optimizer:
-        state = "converted"
-        tensors += [Tensor(entries[n].variable, _reading(reader, n + suffix, entries[n]), slot)
-                    for names in trainable.values() for n in names
-                    for suffix, slot in (("/Adam", "m"), ("/Adam_1", "v"))]
+        slots = [Tensor(entries[n].variable, _reading(reader, n + suffix, entries[n]), slot)
+                 for names in trainable.values() for n in names
+                 for suffix, slot in (("/Adam", "m"), ("/Adam_1", "v"))]
         iterations = _iterations(reader, prefix, counter, config.n_critic, notes)
-
-    log(f"converting {len(entries)} variables from {prefix}")
-    folder, written = write_checkpoint(config, counter or 0, tensors, iterations, force,
-                                       source=prefix)
-    g_iters, d_iters = iterations or (0, 0)
-    return ConversionResult(config=config, folder=folder, checkpoint=written, step=counter or 0,
-                            optimizer=state, g_iterations=g_iters, d_iterations=d_iters,
-                            notes=notes)
+        return slots, "converted", iterations
+    return [], "omitted", None
 
 
 def _iterations(reader, prefix, counter, n_critic, notes) -> tuple[int, int]:

@@ -204,39 +204,12 @@ def check_nesting(data: bytes, limit: int = MAX_NESTING) -> None:
     stack, marks, memo = [], [], {}
     try:
         for op, arg, pos in pickletools.genops(data):
-            name = op.name
-            if name == "MARK":
-                marks.append(len(stack))
+            if _moved_only(op.name, arg, stack, marks, memo):
                 continue
-            if name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo.get(arg, 0))
-                continue
-            if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-                memo[arg if name != "MEMOIZE" else len(memo)] = stack[-1]
-                continue
-            if name == "DUP":
-                stack.append(stack[-1])
-                continue
-            taken = []
-            if op.stack_before and op.stack_before[-1] is pickletools.stackslice:
-                start = marks.pop()
-                taken, stack[start:] = stack[start:], []
-            else:
-                n = len(op.stack_before)
-                if n:
-                    taken, stack[-n:] = stack[-n:], []
+            taken = _take(op, stack, marks)
             if not op.stack_after:  # POP, POP_MARK, STOP
                 continue
-            if name in _IN_PLACE:  # the container stays, its items go one level down
-                if op.stack_before[-1] is pickletools.stackslice:
-                    container, items = stack.pop(), taken
-                else:
-                    container, items = taken[0], taken[1:]
-                depth = max([container] + [d + 1 for d in items])
-            elif name in _EMPTY_CONTAINERS:
-                depth = 1
-            else:
-                depth = max(taken) + 1 if taken else 0
+            depth = _pushed_depth(op, taken, stack)
             if depth > limit:
                 raise TorchFormatError(f"the pickle nests objects more than {limit} levels "
                                        f"deep (at byte {pos}); a weights file nests about 6")
@@ -245,6 +218,50 @@ def check_nesting(data: bytes, limit: int = MAX_NESTING) -> None:
         raise
     except (ValueError, IndexError) as e:
         raise TorchFormatError(f"corrupt or truncated pickle: {type(e).__name__}: {e}") from e
+
+
+def _moved_only(name, arg, stack, marks, memo) -> bool:
+    """Apply an opcode that only marks, memoizes or copies depths (MARK, GET, PUT, MEMOIZE,
+    DUP) and say so; False, with nothing done, for any other opcode."""
+    if name == "MARK":
+        marks.append(len(stack))
+    elif name in ("GET", "BINGET", "LONG_BINGET"):
+        stack.append(memo.get(arg, 0))
+    elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+        memo[arg if name != "MEMOIZE" else len(memo)] = stack[-1]
+    elif name == "DUP":
+        stack.append(stack[-1])
+    else:
+        return False
+    return True
+
+
+def _take(op, stack, marks) -> list:
+    """Pop the depths of the items `op` takes off the stack: all above the last mark, or its
+    fixed number."""
+    taken = []
+    if op.stack_before and op.stack_before[-1] is pickletools.stackslice:
+        start = marks.pop()
+        taken, stack[start:] = stack[start:], []
+    else:
+        n = len(op.stack_before)
+        if n:
+            taken, stack[-n:] = stack[-n:], []
+    return taken
+
+
+def _pushed_depth(op, taken, stack) -> int:
+    """The nesting depth of what `op` pushes, from the depths it took (a container that an
+    in-place opcode fills from above a mark is popped off `stack` here)."""
+    if op.name in _IN_PLACE:  # the container stays, its items go one level down
+        if op.stack_before[-1] is pickletools.stackslice:
+            container, items = stack.pop(), taken
+        else:
+            container, items = taken[0], taken[1:]
+        return max([container] + [d + 1 for d in items])
+    if op.name in _EMPTY_CONTAINERS:
+        return 1
+    return max(taken) + 1 if taken else 0
 
 
 def loads_pickle(data: bytes, storage_loader=None):

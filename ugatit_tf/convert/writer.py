@@ -149,6 +149,40 @@ def write_checkpoint(config, step: int, tensors: list[Tensor], iterations=None,
 # The twin: checkpoint keys and object graph
 # ---------------------------------------------------------------------------
 
+def _probe_twin(config, folder, step, tensors, iterations):
+    """Save the twin (see the module docstring) and read back: the prefix, [(key, dtype,
+    Tensor)] and {key: (dtype, value)} for the keys whose value is the twin's."""
+    nets, g_optim, d_optim = _build_twin(config, iterations)
+    variables = _twin_variables(nets, g_optim, d_optim)
+    by_key = _by_key(tensors, variables)
+    codes = _number_variables(variables, by_key)
+    prefix = _save_twin(config, folder, step, nets, g_optim, d_optim)
+    plan, fixed = _read_twin(prefix, codes)
+    _remove_twin_files(folder, prefix)
+    if codes:  # pragma: no cover (each variable is saved once)
+        raise ConversionError("internal error: no checkpoint key for " +
+                              ", ".join(sorted(f"{t.key}" for t in codes.values())))
+    return prefix, plan, fixed
+
+
+def _build_twin(config, iterations):
+    """The twin's networks and, with `iterations` (G steps, D steps), its built optimizers
+    at those steps (else None, None)."""
+    from ugatit_tf.model.checkpoints import build_optimizers
+    from ugatit_tf.train.optimizer import make_optimizer
+    from ugatit_tf.model.networks import Networks
+
+    twin = config.replace(ch=TWIN_CH)
+    nets = Networks(twin, discriminators=True)
+    g_optim = d_optim = None
+    if iterations is not None:
+        g_optim, d_optim = make_optimizer(twin, "G_optim"), make_optimizer(twin, "D_optim")
+        build_optimizers(nets, g_optim, d_optim)
+        g_optim.iterations.assign(iterations[0])
+        d_optim.iterations.assign(iterations[1])
+    return nets, g_optim, d_optim
+
+
 def _twin_variables(nets, g_optim, d_optim) -> dict:
     """{(variable path, slot): twin variable} for the networks and, if given, the slots."""
     out = {}
@@ -161,24 +195,8 @@ def _twin_variables(nets, g_optim, d_optim) -> dict:
     return out
 
 
-def _probe_twin(config, folder, step, tensors, iterations):
-    """Save the twin (see the module docstring) and read back: the prefix, [(key, dtype,
-    Tensor)] and {key: (dtype, value)} for the keys whose value is the twin's."""
-    import tensorflow as tf
-
-    from ugatit_tf.model.checkpoints import build_optimizers, make_checkpoint
-    from ugatit_tf.train.optimizer import make_optimizer
-    from ugatit_tf.model.networks import Networks
-
-    twin = config.replace(ch=TWIN_CH)
-    nets = Networks(twin, discriminators=True)
-    g_optim = d_optim = None
-    if iterations is not None:
-        g_optim, d_optim = make_optimizer(twin, "G_optim"), make_optimizer(twin, "D_optim")
-        build_optimizers(nets, g_optim, d_optim)
-        g_optim.iterations.assign(iterations[0])
-        d_optim.iterations.assign(iterations[1])
-    variables = _twin_variables(nets, g_optim, d_optim)
+def _by_key(tensors, variables) -> dict:
+    """{key: Tensor} of `tensors`, which must be one for each twin variable and slot."""
     by_key = {t.key: t for t in tensors}
     if set(by_key) != set(variables):
         raise ConversionError("internal error: the tensors to write do not match the "
@@ -186,14 +204,36 @@ def _probe_twin(config, folder, step, tensors, iterations):
                               ", ".join(f"{p}{'/' + s if s else ''}"
                                         for p, s in sorted(set(by_key) ^ set(variables),
                                                            key=str)))
+    return by_key
+
+
+def _number_variables(variables, by_key) -> dict:
+    """Fill each twin variable with its own number (1, 2, ... in key order): {number:
+    the Tensor to write in its place}."""
     codes = {}
     for number, (key, var) in enumerate(sorted(variables.items(), key=str), start=1):
         var.assign(np.full(tuple(var.shape), number, np.dtype(var.dtype)))
         codes[number] = by_key[key]
+    return codes
+
+
+def _save_twin(config, folder, step, nets, g_optim, d_optim) -> str:
+    """Save the twin with its `step` as `ckpt-STEP` in `folder`, as the trainer does; the
+    checkpoint prefix."""
+    import tensorflow as tf
+
+    from ugatit_tf.model.checkpoints import make_checkpoint
+
     step_var = tf.Variable(step, dtype=tf.int64, trainable=False, name="step")
     ckpt = make_checkpoint(nets, g_optim, d_optim, step=step_var)
     manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=config.keep_checkpoints)
-    prefix = manager.save(checkpoint_number=step)
+    return manager.save(checkpoint_number=step)
+
+
+def _read_twin(prefix, codes):
+    """Read the saved twin back: [(key, dtype, Tensor)] for the keys holding a number of
+    `codes` (popped from it), {key: (dtype, value)} for the others."""
+    import tensorflow as tf
 
     reader = tf.train.load_checkpoint(prefix)
     plan, fixed = [], {}
@@ -204,14 +244,7 @@ def _probe_twin(config, folder, step, tensors, iterations):
             plan.append((key, dtype, codes.pop(found)))
         else:
             fixed[key] = (dtype, value)
-    del reader
-    for name in os.listdir(folder):
-        if name.startswith(os.path.basename(prefix) + "."):
-            os.remove(os.path.join(folder, name))
-    if codes:  # pragma: no cover (each variable is saved once)
-        raise ConversionError("internal error: no checkpoint key for " +
-                              ", ".join(sorted(f"{t.key}" for t in codes.values())))
-    return prefix, plan, fixed
+    return plan, fixed
 
 
 def _code(value, dtype, codes):
@@ -224,9 +257,89 @@ def _code(value, dtype, codes):
     return None
 
 
+def _remove_twin_files(folder, prefix):
+    """Delete the saved twin's index and data files; its state file stays."""
+    for name in os.listdir(folder):
+        if name.startswith(os.path.basename(prefix) + "."):
+            os.remove(os.path.join(folder, name))
+
+
 # ---------------------------------------------------------------------------
 # Streaming the tensors
 # ---------------------------------------------------------------------------
+
+def _write_shards(prefix, plan, fixed, source):
+    """SaveV2 the tensors (big ones in slices) in shards of about SHARD_BYTES, then merge
+    them into `prefix`."""
+    import tensorflow as tf
+
+    shards, unreadable = _Shards(prefix), []
+    for key, (dtype, value) in sorted(fixed.items()):
+        if np.ndim(value):  # pragma: no cover (only scalars are not planned)
+            raise ConversionError(f"internal error: no value for {key}")
+        shards.add(key, "", tf.constant(value, dtype=dtype), 0)
+    for key, dtype, tensor in plan:
+        _add_tensor(shards, key, dtype, tensor, unreadable)
+    if unreadable:
+        raise ConversionError(f"cannot read {len(unreadable)} variables of {source} "
+                              f"(truncated or corrupt data file?):\n  " +
+                              "\n  ".join(sorted(unreadable)))
+    if shards.names:
+        shards.flush()
+    tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=shards.parts, destination_prefix=prefix,
+                                  delete_old_dirs=False)
+
+
+class _Shards:
+    """The shards `PREFIX.part-N` written so far (`parts`) and the tensors gathered for the
+    next one (`names`, `specs`, `values`, `size` in bytes)."""
+
+    def __init__(self, prefix):
+        self.prefix, self.parts = prefix, []
+        self.names, self.specs, self.values, self.size = [], [], [], 0
+
+    def add(self, key, spec, value, size):
+        """Gather `value` (slice `spec` of `key`), first writing the shard if it would grow
+        past SHARD_BYTES."""
+        if self.names and self.size + size > SHARD_BYTES:
+            self.flush()
+        self.names.append(key)
+        self.specs.append(spec)
+        self.values.append(value)
+        self.size += size
+
+    def flush(self):
+        """SaveV2 the gathered tensors as the next part and start an empty one."""
+        import tensorflow as tf
+
+        tf.raw_ops.SaveV2(prefix=f"{self.prefix}.part-{len(self.parts)}",
+                          tensor_names=self.names, shape_and_slices=self.specs,
+                          tensors=self.values)
+        self.parts.append(f"{self.prefix}.part-{len(self.parts)}")
+        self.names, self.specs, self.values, self.size = [], [], [], 0
+
+
+def _add_tensor(shards, key, dtype, tensor, unreadable):
+    """Read `tensor` and add it to the shards as `key`, a big one in shards of its own; if
+    it cannot be read, its message goes to `unreadable` instead."""
+    big = dtype.size * math.prod(tensor.shape) > SLICE_BYTES
+    if big and shards.names:
+        shards.flush()  # no view of an earlier big tensor outlives it
+    try:
+        value = np.asarray(tensor.read())
+    except UnreadableTensor as e:
+        unreadable.append(str(e))
+        return
+    if value.shape != tensor.shape:  # pragma: no cover (shapes are checked before)
+        raise ConversionError(f"internal error: {tensor.key} has shape {value.shape}, "
+                              f"expected {tensor.shape}")
+    value = value.astype(dtype.as_numpy_dtype, copy=False)
+    for part, spec in _pieces(value):
+        shards.add(key, spec, part, part.nbytes)
+    del value, part
+    if big:
+        shards.flush()
+
 
 def _pieces(value):
     """(part of value, slice spec) to write: the whole value (spec ''), or, above
@@ -239,57 +352,3 @@ def _pieces(value):
     rest = ":-" * (value.ndim - 1)
     return [(value[start:start + rows], f"{dims} {start},{min(rows, n - start)}{rest}")
             for start in range(0, n, rows)]
-
-
-def _write_shards(prefix, plan, fixed, source):
-    """SaveV2 the tensors (big ones in slices) in shards of about SHARD_BYTES, then merge
-    them into `prefix`."""
-    import tensorflow as tf
-
-    parts, unreadable = [], []
-    shard = {"names": [], "specs": [], "values": [], "size": 0}
-
-    def flush():
-        tf.raw_ops.SaveV2(prefix=f"{prefix}.part-{len(parts)}", tensor_names=shard["names"],
-                          shape_and_slices=shard["specs"], tensors=shard["values"])
-        parts.append(f"{prefix}.part-{len(parts)}")
-        shard.update(names=[], specs=[], values=[], size=0)
-
-    def add(key, spec, value, size):
-        if shard["names"] and shard["size"] + size > SHARD_BYTES:
-            flush()
-        shard["names"].append(key)
-        shard["specs"].append(spec)
-        shard["values"].append(value)
-        shard["size"] += size
-
-    for key, (dtype, value) in sorted(fixed.items()):
-        if np.ndim(value):  # pragma: no cover (only scalars are not planned)
-            raise ConversionError(f"internal error: no value for {key}")
-        add(key, "", tf.constant(value, dtype=dtype), 0)
-    for key, dtype, tensor in plan:
-        big = dtype.size * math.prod(tensor.shape) > SLICE_BYTES
-        if big and shard["names"]:
-            flush()  # no view of an earlier big tensor outlives it
-        try:
-            value = np.asarray(tensor.read())
-        except UnreadableTensor as e:
-            unreadable.append(str(e))
-            continue
-        if value.shape != tensor.shape:  # pragma: no cover (shapes are checked before)
-            raise ConversionError(f"internal error: {tensor.key} has shape {value.shape}, "
-                                  f"expected {tensor.shape}")
-        value = value.astype(dtype.as_numpy_dtype, copy=False)
-        for part, spec in _pieces(value):
-            add(key, spec, part, part.nbytes)
-        del value, part
-        if big:
-            flush()
-    if unreadable:
-        raise ConversionError(f"cannot read {len(unreadable)} variables of {source} "
-                              f"(truncated or corrupt data file?):\n  " +
-                              "\n  ".join(sorted(unreadable)))
-    if shard["names"]:
-        flush()
-    tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=parts, destination_prefix=prefix,
-                                  delete_old_dirs=False)
