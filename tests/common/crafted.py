@@ -70,3 +70,20 @@ def tiff_be(pages):
             struct.pack(">HHII", 257, 4, 1, h) + struct.pack(">I", nxt)
         ifd = nxt
     return bytes(out)
+
+
+def many_scans(n: int, size=(64, 48)) -> bytes:
+    """A progressive JPEG of `n` scans (n >= 10): Pillow's 10-scan file with its last scan
+    repeated, which decoders accept and decode again each time (the cost a hostile upload
+    multiplies)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    assert data.count(b"\xff\xda") == 10 and data.endswith(b"\xff\xd9")
+    last = data[data.rindex(b"\xff\xda"):-2]
+    return data[:-2] + last * (n - 10) + b"\xff\xd9"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.common.crafted import anmf, bmp, chunk, gif, jpeg, png, riff, tiff_be, vp8x
+from tests.common.crafted import (anmf, bmp, chunk, gif, jpeg, many_scans, png, riff,
+                                  tiff_be, vp8x)
 from ugatit_tf.common import images as I
 
 LIMIT = I.DEFAULT_MAX_PIXELS
@@ -242,3 +243,37 @@ def test_to_uint8_roundings():
     with pytest.raises(ValueError, match="rounding must be one of"):
         I.to_uint8(x, "up")
     np.testing.assert_array_equal(I.from_uint8(np.array([0, 255], np.uint8)), [-1.0, 1.0])
+
+
+# --- the scan limit of progressive JPEGs ---------------------------------------------------
+
+def test_a_jpeg_of_more_scans_than_the_limit_is_over_budget(tmp_path):
+    ok, over = many_scans(I.MAX_JPEG_SCANS), many_scans(I.MAX_JPEG_SCANS + 1)
+    assert I.check_image_budget(ok, "ok.jpg") == ("JPEG", 64, 48, 1, 64 * 48)
+    message = (f"over.jpg: JPEG of {I.MAX_JPEG_SCANS + 1} scans, over the limit of "
+               f"{I.MAX_JPEG_SCANS} (each scan of a progressive JPEG is decoded over the whole "
+               f"image)")
+    with pytest.raises(I.ImageOverBudget) as e:
+        I.check_image_budget(over, "over.jpg")
+    assert str(e.value) == message
+    path = tmp_path / "over.jpg"
+    path.write_bytes(over)
+    with pytest.raises(I.ImageOverBudget) as e:
+        I.check_image_file(path)
+    assert str(e.value) == message.replace("over.jpg", str(path), 1)
+    with pytest.raises(I.ImageOverBudget):
+        I.load_rgb(path)
+    assert I.read_image_header(over).frames == 1  # the header alone is sound
+
+
+def test_scans_are_counted_across_the_file_readers_windows(tmp_path):
+    """A file is counted 1 MiB at a time: an FF DA pair split by a window's edge counts too."""
+    data = bytearray(many_scans(I.MAX_JPEG_SCANS))
+    pad = (1 << 20) - 1 - len(data) + 2  # the EOI's FF lands on the last byte of the window
+    data[-2:-2] = b"\0" * pad
+    data[-2:-2] = b"\xff\xda"  # the FF at offset 2**20 - 1, the DA at 2**20
+    assert data.index(b"\xff\xda", len(data) - 4) == (1 << 20) - 1
+    path = tmp_path / "edge.jpg"
+    path.write_bytes(bytes(data))
+    with pytest.raises(I.ImageOverBudget, match=f"JPEG of {I.MAX_JPEG_SCANS + 1} scans"):
+        I.check_image_file(path)

@@ -348,6 +348,20 @@ def test_domain_files_converts_outside_the_dataset(tmp_path):
     assert len(os.listdir(out_dir)) == len(converted) and again != files["trainA"]
 
 
+def test_a_jpeg_of_too_many_scans_is_skipped_as_too_large(tmp_path):
+    from tests.common.crafted import many_scans
+    from ugatit_tf.common.images import MAX_JPEG_SCANS
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(many_scans(MAX_JPEG_SCANS + 1))
+    report = datacheck.scan_file(str(path), IMG_SIZE)
+    assert report.action == datacheck.SKIP
+    assert report.line() == (f"scans.jpg: too large: JPEG of {MAX_JPEG_SCANS + 1} scans, over "
+                             f"the limit of {MAX_JPEG_SCANS} (each scan of a progressive JPEG "
+                             f"is decoded over the whole image)")
+    path.write_bytes(many_scans(MAX_JPEG_SCANS))
+    assert datacheck.scan_file(str(path), IMG_SIZE).action == datacheck.USE
+
+
 def test_a_file_gone_between_scan_and_conversion_is_skipped(tmp_path, monkeypatch):
     root = tmp_path / "ds" / "mixed"
     make_dataset(str(root))

@@ -259,3 +259,14 @@ def test_exif_orientation_matches_pillow(orientation):
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
     assert found == orientation
     np.testing.assert_array_equal(rgb, expected)
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_413_before_decoding():
+    from tests.common.crafted import many_scans
+    from ugatit_tf.common.images import MAX_JPEG_SCANS
+    assert uploads.check_upload(many_scans(MAX_JPEG_SCANS), "ok.jpg", 10**6, 10**6) == "jpeg"
+    with pytest.raises(PredictError) as e:
+        uploads.check_upload(many_scans(MAX_JPEG_SCANS + 1), "scans.jpg", 10**6, 10**6)
+    assert (e.value.status, str(e.value)) == (
+        413, f"scans.jpg: JPEG of {MAX_JPEG_SCANS + 1} scans, over the limit of "
+             f"{MAX_JPEG_SCANS} (each scan of a progressive JPEG is decoded over the whole image)")

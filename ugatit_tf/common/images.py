@@ -17,6 +17,7 @@ refused first. The budget and its rules are in docs/reliability.md ("Images").
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from typing import NamedTuple
@@ -60,6 +61,19 @@ class ImageRejected(ValueError):
     The message is one line that starts with the image's name."""
 
 
+class ImageOverBudget(ImageRejected):
+    """An image with sound headers that would cost too much to decode: more pixels (largest
+    frame x frames) than allowed, or a JPEG of more than MAX_JPEG_SCANS scans."""
+
+
+# A progressive JPEG is decoded scan by scan, each pass over the whole image's coefficients:
+# 33-byte scans repeated 1,000 times made a 41 KB file that took 6 s to decode at 2048x2048.
+# Encoders write 1 scan (baseline) or about 10 (libjpeg's and mozjpeg's progressive scripts);
+# an EXIF thumbnail adds its own. The count is of FF DA pairs anywhere in the file: entropy-coded
+# data cannot hold them, metadata rarely does, so it never undercounts.
+MAX_JPEG_SCANS = 64
+
+
 class ImageHeader(NamedTuple):
     """What the headers of an image declare.
 
@@ -95,6 +109,10 @@ class _BytesSource:
     def read(self, offset: int, n: int) -> bytes:
         return bytes(self.data[offset:offset + n])
 
+    def count(self, pattern: bytes) -> int:
+        """Occurrences of `pattern` in the whole image."""
+        return self.data.tobytes().count(pattern)
+
 
 class _FileSource:
     """Random access to an open binary file through one 64 KiB window: the parsers seek over
@@ -110,6 +128,16 @@ class _FileSource:
             self.start, self.buf = offset, self.f.read(max(n, self.WINDOW))
         i = offset - self.start
         return self.buf[i:i + n]
+
+    def count(self, pattern: bytes) -> int:
+        """Occurrences of a 2-byte `pattern` in the whole file, read 1 MiB at a time."""
+        self.f.seek(0)
+        total, tail = 0, b""
+        while chunk := self.f.read(1 << 20):
+            total += (tail + chunk).count(pattern)
+            tail = chunk[-1:]
+        self.start, self.buf = 0, b""
+        return total
 
 
 def _need(src, offset: int, n: int) -> bytes:
@@ -349,6 +377,13 @@ def read_image_header_file(path: str | os.PathLike) -> ImageHeader:
     (GIF blocks, PNG chunks, JPEG segments, ...), 64 KiB at a time, never the whole file.
     A missing path, or anything but a regular file (a folder, FIFO, device), is refused
     (ImageRejected) without reading it."""
+    with _image_file(path) as src:
+        return _read_header(src, os.fspath(path))
+
+
+@contextlib.contextmanager
+def _image_file(path: str | os.PathLike):
+    """A _FileSource over `path`, refused (ImageRejected) unless it is a regular file."""
     try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -360,7 +395,7 @@ def read_image_header_file(path: str | os.PathLike) -> ImageHeader:
         os.close(fd)
         raise ImageRejected(f"{os.fspath(path)}: is a {kind}, not an image file")
     with os.fdopen(fd, "rb") as f:
-        return _read_header(_FileSource(f), os.fspath(path))
+        yield _FileSource(f)
 
 
 def _enforce(header: ImageHeader, name: str, max_pixels: int) -> ImageHeader:
@@ -372,22 +407,46 @@ def _enforce(header: ImageHeader, name: str, max_pixels: int) -> ImageHeader:
     else:
         what = f"{header.format} image of {header.pixels} pixels ({header.width}x{header.height}"
         what += ")" if header.pixels == header.width * header.height else ", frame outside it)"
-    raise ImageRejected(f"{name}: {what}, over the limit of {max_pixels} pixels "
-                        f"(frames x largest frame)")
+    raise ImageOverBudget(f"{name}: {what}, over the limit of {max_pixels} pixels "
+                          f"(frames x largest frame)")
+
+
+def _jpeg_scan_problem(src, header: ImageHeader, name: str) -> str | None:
+    """Why a JPEG has too many scans to decode (one line naming `name`), or None."""
+    if header.format != "JPEG":
+        return None
+    scans = src.count(b"\xff\xda")
+    if scans <= MAX_JPEG_SCANS:
+        return None
+    return (f"{name}: JPEG of {scans} scans, over the limit of {MAX_JPEG_SCANS} (each scan of "
+            f"a progressive JPEG is decoded over the whole image)")
+
+
+def _within_budget(src, name: str, max_pixels: int) -> ImageHeader:
+    """The header of the image in `src` if it is within the pixel budget and MAX_JPEG_SCANS;
+    ImageOverBudget otherwise, ImageRejected for unknown formats and malformed headers."""
+    header = _enforce(_read_header(src, name), name, max_pixels)
+    problem = _jpeg_scan_problem(src, header, name)
+    if problem:
+        raise ImageOverBudget(problem)
+    return header
 
 
 def check_image_budget(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
                        ) -> ImageHeader:
     """The header of an in-memory image if it decodes to at most `max_pixels` pixels (largest
-    frame x frames); otherwise ImageRejected with one line naming `name`, the size found and
-    the limit. Unknown formats and malformed headers are refused too."""
-    return _enforce(read_image_header(data, name), name, max_pixels)
+    frame x frames) and, for a JPEG, from at most MAX_JPEG_SCANS scans; otherwise
+    ImageOverBudget with one line naming `name`, what was found and the limit. Unknown formats
+    and malformed headers are refused with ImageRejected."""
+    return _within_budget(_BytesSource(data), name, max_pixels)
 
 
 def check_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
                      ) -> ImageHeader:
-    """`check_image_budget` for a file on disk, read as `read_image_header_file` does."""
-    return _enforce(read_image_header_file(path), os.fspath(path), max_pixels)
+    """`check_image_budget` for a file on disk, read as `read_image_header_file` does (the
+    scan count of a JPEG reads the whole file, 1 MiB at a time)."""
+    with _image_file(path) as src:
+        return _within_budget(src, os.fspath(path), max_pixels)
 
 
 # ---------------------------------------------------------------------------

@@ -35,8 +35,9 @@ import warnings
 from dataclasses import dataclass, field
 
 from ugatit_tf.common.files import IMAGE_EXTENSIONS, write_bytes_atomic
-from ugatit_tf.common.images import (DEFAULT_MAX_PIXELS, ImageHeader, ImageRejected,
-                                     image_format, read_image_header_file, to_rgb8)
+from ugatit_tf.common.images import (DEFAULT_MAX_PIXELS, ImageHeader, ImageOverBudget,
+                                     ImageRejected, check_image_file, image_format,
+                                     read_image_header_file, to_rgb8)
 
 DOMAINS = ("trainA", "trainB", "testA", "testB")
 TRAIN_DOMAINS = ("trainA", "trainB")
@@ -199,16 +200,23 @@ def _too_large(header: ImageHeader, max_pixels: int) -> str:
 
 
 def _header_problem(path: str, max_pixels: int) -> FileReport | None:
-    """A "huge" report when the headers of all frames declare more than `max_pixels`; None
-    otherwise (also when the headers cannot be read: PIL then says what is wrong)."""
+    """A "huge" report when the headers of all frames declare more than `max_pixels`, or a
+    JPEG has more scans than MAX_JPEG_SCANS; None otherwise (also when the headers cannot be
+    read: PIL then says what is wrong)."""
     try:
         header = read_image_header_file(path)
     except (ImageRejected, OSError):
         return None
-    if header.pixels <= max_pixels:
+    size = dict(width=header.width, height=header.height, format=header.format.upper())
+    if header.pixels > max_pixels:
+        return _report(path, [("huge", _too_large(header, max_pixels))], **size)
+    try:
+        check_image_file(path, max_pixels)
+    except ImageOverBudget as e:  # too many scans: the message after "path: "
+        return _report(path, [("huge", f"too large: {str(e)[len(path) + 2:]}")], **size)
+    except (ImageRejected, OSError):
         return None
-    return _report(path, [("huge", _too_large(header, max_pixels))], width=header.width,
-                   height=header.height, format=header.format.upper())
+    return None
 
 
 def _unreadable_report(path: str, e: OSError) -> FileReport:

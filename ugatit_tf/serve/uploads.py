@@ -2,9 +2,10 @@
 
 In this order, before anything is decoded: the size in bytes (413), the type sniffed from the
 first bytes whatever the file is called (415; JPEG, PNG, GIF, BMP and WebP are read), the
-headers (400 when malformed) and the pixel budget of every frame (413), read by
-`ugatit_tf.common.images.check_image_budget`. Then TensorFlow decodes the first frame to RGB,
-as the SavedModel signatures do, and the EXIF orientation of phone photos is applied.
+headers (400 when malformed), the pixel budget of every frame and a JPEG's number of scans
+(413), read by `ugatit_tf.common.images.check_image_budget`. Then TensorFlow decodes the first
+frame to RGB, as the SavedModel signatures do, and the EXIF orientation of phone photos is
+applied.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import io
 
 import numpy as np
 
-from ugatit_tf.common.images import ImageRejected, check_image_budget
+from ugatit_tf.common.images import ImageOverBudget, ImageRejected, check_image_budget
 from ugatit_tf.serve.models import PredictError
 
 ACCEPTED = "JPEG, PNG, GIF, BMP or WebP"
@@ -67,13 +68,11 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> str
     if kind is None:
         raise PredictError(415, f"{name}: {_what_is_it(data)}; send a {ACCEPTED} photo")
     try:
-        check_image_budget(data, name, max_pixels=1 << 62)
+        check_image_budget(data, name, max_pixels=max_pixels)
+    except ImageOverBudget as e:  # too many pixels, or a JPEG of too many scans
+        raise PredictError(413, str(e)) from None
     except ImageRejected as e:
         raise PredictError(400, f"{e} (a damaged or truncated {kind.upper()} file?)") from None
-    try:
-        check_image_budget(data, name, max_pixels=max_pixels)
-    except ImageRejected as e:
-        raise PredictError(413, str(e)) from None
     return kind
 
 
