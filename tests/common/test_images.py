@@ -277,3 +277,25 @@ def test_scans_are_counted_across_the_file_readers_windows(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(I.ImageOverBudget, match=f"JPEG of {I.MAX_JPEG_SCANS + 1} scans"):
         I.check_image_file(path)
+
+
+def _gif_of_tiny_blocks(n):
+    frame = b"," + struct.pack("<HHHHB", 0, 0, 16, 16, 0) + b"\x02" + b"\x01\x00" * n + b"\0"
+    return b"GIF89a" + struct.pack("<HHBBB", 16, 16, 0, 0, 0) + frame + b";"
+
+
+def _png_of_empty_chunks(n):
+    return png((16, 16))[:33] + chunk(b"tEXt", b"") * n + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("make, kind", [(_gif_of_tiny_blocks, "GIF"),
+                                        (_png_of_empty_chunks, "PNG")])
+def test_headers_of_too_many_blocks_are_over_budget(make, kind, monkeypatch):
+    """Walking a GIF's sub-blocks or a PNG's chunks costs about 1 us each in Python: more than
+    MAX_HEADER_BLOCKS (here lowered to 1,000) are refused instead of walked."""
+    monkeypatch.setattr(I, "MAX_HEADER_BLOCKS", 1000)
+    assert I.check_image_budget(make(900), "ok").frames == 1
+    with pytest.raises(I.ImageOverBudget) as e:
+        I.check_image_budget(make(1000), "many")
+    assert str(e.value) == (f"many: {kind} of more than 1,000 data blocks or chunks, refused "
+                            f"(encoders write far fewer)")

@@ -72,6 +72,10 @@ class ImageOverBudget(ImageRejected):
 # an EXIF thumbnail adds its own. The count is of FF DA pairs anywhere in the file: entropy-coded
 # data cannot hold them, metadata rarely does, so it never undercounts.
 MAX_JPEG_SCANS = 64
+# Reading the headers walks a GIF's data sub-blocks and a PNG's chunks one by one (about 1 us
+# each in Python): 10 MiB of 1-byte GIF blocks took 3.3 s. Encoders write 255-byte blocks and
+# chunks of kilobytes (a 10 MiB GIF has about 41,000 blocks); more than this is refused.
+MAX_HEADER_BLOCKS = 500_000
 
 
 class ImageHeader(NamedTuple):
@@ -98,6 +102,22 @@ class ImageHeader(NamedTuple):
 
 class _Truncated(Exception):
     pass
+
+
+class _TooFragmented(Exception):
+    pass
+
+
+class _Blocks:
+    """Counts the GIF blocks or PNG chunks a header walk visits, up to MAX_HEADER_BLOCKS."""
+
+    def __init__(self):
+        self.n = 0
+
+    def take(self) -> None:
+        self.n += 1
+        if self.n > MAX_HEADER_BLOCKS:
+            raise _TooFragmented()
 
 
 class _BytesSource:
@@ -156,9 +176,10 @@ def _gif_color_table(packed: int) -> int:
     return 3 * (2 << (packed & 7)) if packed & 0x80 else 0
 
 
-def _skip_sub_blocks(src, pos: int) -> int:
+def _skip_sub_blocks(src, pos: int, blocks: _Blocks) -> int:
     """Position after a chain of GIF data sub-blocks (or the end of the data)."""
     while True:
+        blocks.take()
         size = src.read(pos, 1)
         if not size:
             return pos
@@ -170,11 +191,11 @@ def _skip_sub_blocks(src, pos: int) -> int:
 def _gif(src) -> ImageHeader:
     width, height, packed = struct.unpack_from("<HHB", _need(src, 0, 13), 6)
     pos = 13 + _gif_color_table(packed)
-    frames, largest = 0, width * height
+    frames, largest, blocks = 0, width * height, _Blocks()
     while True:
         intro = src.read(pos, 1)
         if intro == b"!":  # extension: label, then sub-blocks
-            pos = _skip_sub_blocks(src, pos + 2)
+            pos = _skip_sub_blocks(src, pos + 2, blocks)
         elif intro == b",":  # image descriptor, local colour table, LZW code size, sub-blocks
             desc = src.read(pos + 1, 9)
             if len(desc) < 9:
@@ -182,7 +203,7 @@ def _gif(src) -> ImageHeader:
             x, y, w, h, packed = struct.unpack("<HHHHB", desc)
             frames += 1
             largest = max(largest, _grown(width, height, x, y, w, h))
-            pos = _skip_sub_blocks(src, pos + 11 + _gif_color_table(packed))
+            pos = _skip_sub_blocks(src, pos + 11 + _gif_color_table(packed), blocks)
         else:  # trailer, end of data or garbage: decoders stop here
             break
     return ImageHeader("GIF", width, height, frames, largest)
@@ -193,7 +214,9 @@ def _png(src) -> ImageHeader:
     if kind != b"IHDR":
         raise _Truncated("no IHDR chunk after the signature")
     pos, fctl, largest, default_animated, seen_idat = 8, 0, width * height, False, False
+    blocks = _Blocks()
     while True:
+        blocks.take()
         head = src.read(pos, 8)
         if len(head) < 8:
             break
@@ -359,6 +382,9 @@ def _read_header(src, name: str) -> ImageHeader:
         header = parse(src)
     except (_Truncated, struct.error) as e:
         raise ImageRejected(f"{name}: truncated or malformed {kind} header ({e})") from None
+    except _TooFragmented:
+        raise ImageOverBudget(f"{name}: {kind} of more than {MAX_HEADER_BLOCKS:,} data blocks "
+                              f"or chunks, refused (encoders write far fewer)") from None
     if header.max_frame_pixels <= 0:
         raise ImageRejected(f"{name}: the {kind} header declares an empty image "
                             f"({header.width}x{header.height} pixels)")
