@@ -572,6 +572,14 @@ def test_adam_iterations():
     assert steps == tf1.BETA2_UNDERFLOW_T and how.startswith("lower bound")
     assert 87_000 < steps and 0.999 ** steps <= 2.0 ** -126 < 0.999 ** (steps - 1)
     assert math.isclose(np.float32(1) - np.float32(0.999) ** np.float32(steps), 1.0)
+    for bad in (math.inf, math.nan, 2.0, -0.5):  # damage: one line naming --no_optimizer
+        for powers in ((np.float32(bad), 0.0), (0.0, np.float32(bad))):
+            with pytest.raises(ConversionError) as e:
+                tf1.adam_iterations(*powers, None)
+            name = "beta1_power" if powers[1] == 0.0 else "beta2_power"
+            assert str(e.value) == (f"the checkpoint's Adam {name} is {float(bad)!r}, not in "
+                                    f"[0, 1]: its optimizer state is damaged; convert the "
+                                    f"weights alone with --no_optimizer")
 
 
 def test_parse_model_dir_and_flags():

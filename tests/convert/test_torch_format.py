@@ -192,3 +192,33 @@ def test_nesting_check_passes_real_pickles():
     T.check_nesting(pickle.dumps(deep, protocol=2))  # 100 lists, one inside the other
     with pytest.raises(T.TorchFormatError, match="more than 100 levels"):
         T.check_nesting(pickle.dumps([deep], protocol=2))
+
+
+def _filled_through_the_memo(n, order):
+    """n empty lists memoized first, then list i filled with list i - 1 through the memo (in
+    `order`): each list's opcodes say depth 1, what is built nests n deep."""
+    put = [b"]r" + struct.pack("<I", i) + b"0" for i in range(n)]
+    get = lambda i: b"j" + struct.pack("<I", i)  # noqa: E731
+    fill = [get(i) + get(i - 1) + b"a0" for i in order(range(1, n))]
+    return b"\x80\x02" + b"".join(put + fill) + get(n - 1) + b"."
+
+
+@pytest.mark.parametrize("order", [list, reversed], ids=["forward", "reversed"])
+def test_nesting_built_through_the_memo_is_refused(order):
+    data = _filled_through_the_memo(5000, order)
+    T.check_nesting(data)  # the opcodes alone cannot tell
+    with pytest.raises(T.TorchFormatError) as err:
+        T.loads_pickle(data)
+    assert str(err.value) == (f"the pickle nests objects more than {T.MAX_NESTING} levels deep; "
+                              f"a weights file nests about 6")
+    built = T.loads_pickle(_filled_through_the_memo(T.MAX_NESTING, order))
+    assert len(built) == 1  # exactly the limit: loaded
+
+
+def test_a_container_inside_itself_is_refused():
+    data = b"\x80\x02]r\0\0\0\0j\0\0\0\0a."  # L = []; L.append(L)
+    with pytest.raises(T.TorchFormatError) as err:
+        T.loads_pickle(data)
+    assert str(err.value) == "the pickle builds a container that contains itself"
+    shared = [[1]] * 3  # one list three times: no cycle
+    assert T.loads_pickle(pickle.dumps([shared, shared], protocol=2)) == [shared, shared]

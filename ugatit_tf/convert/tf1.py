@@ -82,7 +82,13 @@ def adam_iterations(beta1_power: float | None, beta2_power: float | None,
     step, so after n steps it holds 0.5^(n+1); once it has underflowed (after ~125-148 steps)
     the count comes from the checkpoint counter, else from beta2_power, else the first count
     at which float32 0.999^t underflows (from ~17,000 steps on the bias correction is exactly
-    1 in float32, so the updates are the same)."""
+    1 in float32, so the updates are the same). A power outside [0, 1] (or NaN) is damage:
+    ConversionError naming it and --no_optimizer."""
+    for name, power in (("beta1_power", beta1_power), ("beta2_power", beta2_power)):
+        if power is not None and not 0.0 <= float(power) <= 1.0:
+            raise ConversionError(f"the checkpoint's Adam {name} is {float(power)!r}, not in "
+                                  f"[0, 1]: its optimizer state is damaged; convert the "
+                                  f"weights alone with --no_optimizer")
     if beta1_power is not None and beta1_power > 0:
         t = round(math.log(float(beta1_power)) / math.log(beta1))
         return max(t - 1, 0), "beta1_power"

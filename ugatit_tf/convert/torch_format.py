@@ -273,13 +273,56 @@ def loads_pickle(data: bytes, storage_loader=None):
 
     check_nesting(data)
     try:
-        return RestrictedUnpickler(io.BytesIO(data), storage_loader or no_storages).load()
+        obj = RestrictedUnpickler(io.BytesIO(data), storage_loader or no_storages).load()
     except TorchFormatError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, MemoryError, OverflowError, RecursionError, struct.error) as e:
         raise TorchFormatError(f"corrupt or truncated pickle: {type(e).__name__}: "
                                f"{_short(str(e), 200)}") from e
+    check_built_nesting(obj)
+    return obj
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _children(obj) -> list:
+    """The containers among the items (and a dict's keys) of a container."""
+    items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+    return [c for c in items if isinstance(c, _CONTAINERS)]
+
+
+def check_built_nesting(obj, limit: int = MAX_NESTING) -> None:
+    """Refuse an unpickled object whose containers nest deeper than `limit` or contain
+    themselves. `check_nesting` reads the opcodes, but a container memoized empty and filled
+    later through the memo keeps the depth it had when memoized; this walks what was built,
+    without recursion, each container once (depth: a container is 1 + its deepest child)."""
+    if not isinstance(obj, _CONTAINERS):
+        return
+    depth = {}  # id -> nesting depth of the containers walked so far
+    path = [(obj, _children(obj))]  # containers being walked, with the children left
+    on_path = {id(obj)}
+    while path:
+        node, left = path[-1]
+        if not left:
+            path.pop()
+            on_path.discard(id(node))
+            kids = [depth[id(c)] for c in _children(node)]
+            depth[id(node)] = 1 + max(kids, default=0)
+            continue
+        child = left.pop()
+        if id(child) in on_path:
+            raise TorchFormatError("the pickle builds a container that contains itself")
+        if id(child) not in depth:
+            if len(path) >= limit:
+                raise TorchFormatError(f"the pickle nests objects more than {limit} levels "
+                                       f"deep; a weights file nests about 6")
+            path.append((child, _children(child)))
+            on_path.add(id(child))
+    if depth[id(obj)] > limit:
+        raise TorchFormatError(f"the pickle nests objects more than {limit} levels deep; a "
+                               f"weights file nests about 6")
 
 
 def _decode(raw: np.ndarray, dtype, little: bool):
