@@ -75,38 +75,67 @@ def _read_csv(path: str) -> list[dict]:
 def plot(rows: list[dict]):
     """The figure: D losses, G losses, G parts (A solid, B dashed; log scale), learning rate."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(12, 8), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True)
+    line = _line_plotter(rows)
+    _plot_discriminator(axes[0, 0], line)
+    _plot_generator(axes[0, 1], line)
+    _plot_generator_parts(axes[1, 0], line, rows)
+    _plot_learning_rate(axes[1, 1], line)
+    _finish_axes(axes)
+    _add_title(figure, rows)
+    return figure
+
+
+def _line_plotter(rows: list[dict]):
+    """A function line(ax, key, label=None, **kw) that plots the rows' `key` against step."""
     steps = [r["step"] for r in rows]
     style = dict(marker="o", markersize=3) if len(rows) < 60 else {}
 
     def line(ax, key, label=None, **kw):
         values = [r.get(key, math.nan) for r in rows]
         ax.plot(steps, values, label=label or key, **style, **kw)
+    return line
 
-    ax = axes[0, 0]
+
+def _plot_discriminator(ax, line) -> None:
+    """The discriminator panel: the printed total and D_A, D_B."""
     ax.set_title("Discriminator")
     line(ax, "Discriminator_loss", "total (as printed)", color="black", linewidth=2)
     line(ax, "D_A_loss", "D_A (real A vs B->A)")
     line(ax, "D_B_loss", "D_B (real B vs A->B)")
-    ax = axes[0, 1]
+
+
+def _plot_generator(ax, line) -> None:
+    """The generator panel: the printed total and G_A, G_B."""
     ax.set_title("Generator")
     line(ax, "Generator_loss", "total (as printed)", color="black", linewidth=2)
     line(ax, "G_A_loss", "G_A (B->A)")
     line(ax, "G_B_loss", "G_B (A->B)")
-    ax = axes[1, 0]
+
+
+def _plot_generator_parts(ax, line, rows: list[dict]) -> None:
+    """The generator's weighted parts (A solid, B dashed); log scale when all are > 0."""
     ax.set_title("Generator parts, weighted (solid: A, dashed: B)")
     for part, colour in zip(G_PARTS, ("tab:red", "tab:blue", "tab:green", "tab:purple")):
         line(ax, f"G_A_{part}", part, color=colour)
         line(ax, f"G_B_{part}", "_", color=colour, linestyle="--")
     if all(r.get(f"G_{d}_{p}", 1.0) > 0 for r in rows for d in "AB" for p in G_PARTS):
         ax.set_yscale("log")
-    ax = axes[1, 1]
+
+
+def _plot_learning_rate(ax, line) -> None:
+    """The learning-rate panel, in scientific notation."""
     ax.set_title("Learning rate")
     line(ax, "lr", "lr", color="tab:orange")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+
+
+def _finish_axes(axes) -> None:
+    """Grids on all panels, legends on all but the learning rate, integer iteration axes."""
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes.flat:
         ax.grid(True, alpha=0.3)
         if ax is not axes[1, 1]:
@@ -114,7 +143,10 @@ def plot(rows: list[dict]):
     for ax in axes[1]:
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _add_title(figure, rows: list[dict]) -> None:
+    """The figure's title, naming the bin size when a point is a mean of several iterations."""
     bin_size = max((r["iterations"] for r in rows), default=1)
     figure.suptitle("U-GAT-IT training losses" +
                     (f" (each point: mean of {bin_size} iterations)" if bin_size > 1 else ""))
-    return figure
