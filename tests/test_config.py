@@ -54,3 +54,23 @@ def test_model_dir_like_original():
     assert Config(dataset="x", light=True, sn=False, smoothing=False,
                   variant="pytorch").model_dir == \
         "UGATIT_light_x_lsgan_4resblock_6dis_1_1_10_10_1000_pytorch"
+
+
+def test_min_img_size_matches_a_step_by_step_search_and_ends_for_any_n_dis():
+    from ugatit_tf.config import discriminator_size_problem, min_img_size
+
+    def step_by_step(n_dis, variant):  # the definition: the first multiple of 4 that fits
+        size = 8
+        while discriminator_size_problem(size, n_dis, variant):
+            size += 4
+        return size
+
+    for variant in ("tf1", "pytorch"):
+        for n_dis in range(4, 11):
+            assert min_img_size(n_dis, variant) == step_by_step(n_dis, variant)
+    with pytest.raises(ConfigError) as e:  # the step-by-step search never ended here
+        Config(n_dis=40).validate()
+    assert str(e.value).endswith(f"Use --img_size >= {min_img_size(40, 'tf1')} or a smaller "
+                                 f"--n_dis.")
+    assert not discriminator_size_problem(min_img_size(40, "tf1"), 40, "tf1")
+    assert discriminator_size_problem(min_img_size(40, "tf1") - 4, 40, "tf1")

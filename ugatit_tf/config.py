@@ -64,7 +64,8 @@ HELP_GROUPS = (
 class Config:
     # ---- flags of the original main.py, same names and defaults ----
     phase: str = _flag("train", "what to do: train, test (translate testA/testB or --input), "
-                       "export, eval (scores), check (scan the data set) or serve (the web page)", choices=PHASES)
+                       "export, eval (scores), check (scan the data set) or serve (the web page)",
+                       choices=PHASES)
     light: bool = _flag(False, "True: the light model (AdaLIN parameters from pooled "
                         "features, fits a laptop); False: the full model of the paper")
     dataset: str = _flag("selfie2anime", "data set name: the folder under --dataset_dir "
@@ -226,6 +227,14 @@ class Config:
     # ------------------------------------------------------------------
     def validate(self) -> "Config":
         """Raise ConfigError naming the flag for any impossible value."""
+        self._check_numbers()
+        self._check_seed_and_dataset()
+        self._check_choices()
+        self._check_image_shape()
+        return self
+
+    def _check_numbers(self) -> None:
+        """Refuse counts below 1 or 0 and weights or rates that are not finite and >= 0."""
         for name in ("epoch", "iteration", "batch_size", "print_freq", "save_freq", "ch",
                      "n_critic", "keep_checkpoints", "version", "max_bytes", "max_pixels",
                      "max_batch"):
@@ -241,6 +250,9 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"--{name} must be a finite number >= 0, got {value!r}")
+
+    def _check_seed_and_dataset(self) -> None:
+        """Refuse a seed outside 0..2**32-2 and a --dataset that is a path."""
         if not isinstance(self.seed, int) or not 0 <= self.seed <= 2**32 - 2:
             raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 2} (domain B "
                               f"uses seed + 1), got {self.seed!r}")
@@ -249,11 +261,17 @@ class Config:
             raise ConfigError(f"--dataset must be a folder name under --dataset_dir (it also "
                               f"names the checkpoint folder), not a path; got "
                               f"{self.dataset!r}: use --dataset_dir for the parent folder")
+
+    def _check_choices(self) -> None:
+        """Refuse a value outside its flag's fixed set of choices."""
         for f in fields(self):  # the fields with a fixed set of values
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{f.name} must be one of {', '.join(choices)}; "
                                   f"got {getattr(self, f.name)!r}")
+
+    def _check_image_shape(self) -> None:
+        """Refuse channels other than 3 and an image size the networks cannot take."""
         if self.img_ch != 3:
             raise ConfigError(f"--img_ch must be 3 (RGB; the original's generators always "
                               f"output 3 channels), got {self.img_ch!r}")
@@ -269,7 +287,6 @@ class Config:
             raise ConfigError(
                 f"--img_size {self.img_size} is too small for --n_dis {self.n_dis}: {problem}. "
                 f"Use --img_size >= {smallest} or a smaller --n_dis.")
-        return self
 
     # ------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -358,10 +375,19 @@ def discriminator_size_problem(img_size: int, n_dis: int, variant: str) -> str |
 
 
 def min_img_size(n_dis: int, variant: str) -> int:
-    size = 8
-    while discriminator_size_problem(size, n_dis, variant):
-        size += 4
-    return size
+    """The smallest --img_size (a multiple of 4, at least 8) the discriminators of `n_dis`
+    layers can take: doubled until one fits, then bisected (larger images always fit, and the
+    size needed doubles with each layer: a step-by-step search never ended for --n_dis 40)."""
+    low, high = 4, 8  # low never fits (below the minimum), high is tried first
+    while discriminator_size_problem(high, n_dis, variant):
+        low, high = high, high * 2
+    while high - low > 4:
+        middle = (low + high) // 8 * 4
+        if discriminator_size_problem(middle, n_dis, variant):
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 # ---------------------------------------------------------------------------
