@@ -158,3 +158,25 @@ def test_batch_limits(loaded):
         run_bytes(loaded, [])
     with pytest.raises(tf.errors.InvalidArgumentError, match="no images given"):
         loaded.signatures["a2b"](images=tf.zeros([0, SIZE, SIZE, 3]))
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(loaded):
+    from tests.common.crafted import many_scans
+    from ugatit_tf.common.images import MAX_JPEG_SCANS
+    assert len(run_bytes(loaded, [many_scans(MAX_JPEG_SCANS)])[0]) > 0
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        run_bytes(loaded, [_png(), many_scans(MAX_JPEG_SCANS + 1)])
+    assert (f"image_bytes[1]: JPEG of {MAX_JPEG_SCANS + 1} scans, more than the limit of "
+            f"{MAX_JPEG_SCANS} (each scan of a progressive JPEG is decoded over the whole "
+            f"image)") in info.value.message
+
+
+def test_a_png_header_beyond_int32_is_refused_naming_the_image(loaded):
+    """Width and height are unsigned: read as int32, 0xFFFFFFFF x 0xFFFFFFFF was -1 x -1 = 1
+    pixel, passed the size checks and failed inside the decoder without the image's index."""
+    data = bytearray(_png())
+    data[16:24] = b"\xff" * 8
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        run_bytes(loaded, [bytes(data)])
+    assert ("image_bytes[0]: the PNG header declares 4294967295x4294967295 pixels (an empty "
+            "or corrupt image)") in info.value.message  # the product wraps negative in int64

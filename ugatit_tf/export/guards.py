@@ -5,7 +5,8 @@ TensorFlow decodes them, `decode_guarded` checks, with graph ops only: the byte 
 format (magic bytes), the size every header declares (JPEG SOF, PNG IHDR, BMP info header, GIF
 logical screen AND every GIF frame's image descriptor, because TensorFlow decodes every frame
 at the largest frame's size), that PNG and JPEG data are complete (PNG chunks up to IEND, a
-JPEG EOI after its first scan), and after decoding the decoded size. Every refusal is an
+JPEG EOI after its last scan), a JPEG's number of scans (each is decoded over the whole
+image: common.images.MAX_JPEG_SCANS), and after decoding the decoded size. Every refusal is an
 InvalidArgument error (HTTP 400 in TF Serving) whose message starts with `image_bytes[i]:`,
 the index of the offending image. The budgets and their measured effect are in
 docs/serving.md and docs/reliability.md.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ugatit_tf.common.images import MAX_JPEG_SCANS
 from ugatit_tf.export.pixels import resize_uint8
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024        # 10 MiB per encoded image
@@ -52,12 +54,14 @@ def _header_uint(padded, pos, nbytes, dtype, little_endian):
 
 def _declared_size(data, is_jpeg, is_png, is_gif):
     """[height, width] (int64) that the file's header declares, read without decoding:
-    JPEG via tf.image.extract_jpeg_shape, PNG from IHDR (big-endian int32 at 16 / 20), GIF
+    JPEG via tf.image.extract_jpeg_shape, PNG from IHDR (big-endian uint32 at 16 / 20: a
+    product over int64's range wraps negative and is refused as empty), GIF
     from the logical screen (little-endian uint16 at 6 / 8), BMP from the info header
     (little-endian int32 at 18 / 22; a negative height means top-down rows)."""
     padded = tf.strings.join([data, tf.constant(b"\0" * 32)])  # never read past the end
-    png = tf.stack([_header_uint(padded, 20, 4, tf.int32, False),
-                    _header_uint(padded, 16, 4, tf.int32, False)])
+    png = tf.bitwise.bitwise_and(tf.stack([_header_uint(padded, 20, 4, tf.int32, False),
+                                           _header_uint(padded, 16, 4, tf.int32, False)]),
+                                 tf.constant(0xFFFFFFFF, tf.int64))  # as unsigned
     gif = tf.stack([_header_uint(padded, 8, 2, tf.uint16, True),
                     _header_uint(padded, 6, 2, tf.uint16, True)])
     bmp = tf.abs(tf.stack([_header_uint(padded, 22, 4, tf.int32, True),
@@ -76,6 +80,32 @@ def _colour_table(packed):
                     tf.constant(0, tf.int64))
 
 
+def _u16(at, i):
+    """The little-endian uint16 at byte i, read with a `_byte_reader`'s `at`."""
+    return at(i) + 256 * at(i + 1)
+
+
+def _gif_step(at, pos, frames, height, width, in_blocks, steps, done):
+    """One step of the GIF walk from byte `pos`: the walk's next state."""
+    c = at(pos)
+    # inside a run of data sub-blocks: a length byte, 0 ends the run
+    block_pos = tf.where(c > 0, pos + c + 1, pos + 1)
+    block_done = c < 0
+    # between blocks: 0x21 extension, 0x2C image descriptor, anything else: stop
+    is_ext, is_image = tf.equal(c, 0x21), tf.equal(c, 0x2C)
+    image = tf.logical_and(tf.logical_not(in_blocks), is_image)
+    image_pos = pos + 10 + _colour_table(at(pos + 9)) + 1  # descriptor, table, LZW size
+    top_pos = tf.where(is_ext, pos + 2, tf.where(is_image, image_pos, pos))
+    top_done = tf.logical_not(tf.logical_or(is_ext, is_image))
+    return (tf.where(in_blocks, block_pos, top_pos),
+            frames + tf.cast(image, tf.int64),
+            tf.where(image, tf.maximum(height, _u16(at, pos + 7)), height),
+            tf.where(image, tf.maximum(width, _u16(at, pos + 5)), width),
+            tf.where(in_blocks, c > 0, tf.logical_or(is_ext, is_image)),
+            steps + 1,
+            tf.where(in_blocks, block_done, top_done))
+
+
 def gif_frames(data, max_pixels):
     """Walk a GIF's blocks without decoding and read every frame's image descriptor.
 
@@ -86,30 +116,10 @@ def gif_frames(data, max_pixels):
     frames x height x width exceeds `max_pixels` (so a refusal costs a few steps);
     finished is False when it needed more than WALK_MAX_STEPS steps."""
     at, _, _ = _byte_reader(data)
-
-    def u16(i):
-        return at(i) + 256 * at(i + 1)
-
     start = 13 + _colour_table(at(10))  # header 6 + logical screen descriptor 7 + table
 
     def body(pos, frames, height, width, in_blocks, steps, done):
-        c = at(pos)
-        # inside a run of data sub-blocks: a length byte, 0 ends the run
-        block_pos = tf.where(c > 0, pos + c + 1, pos + 1)
-        block_done = c < 0
-        # between blocks: 0x21 extension, 0x2C image descriptor, anything else: stop
-        is_ext, is_image = tf.equal(c, 0x21), tf.equal(c, 0x2C)
-        image = tf.logical_and(tf.logical_not(in_blocks), is_image)
-        image_pos = pos + 10 + _colour_table(at(pos + 9)) + 1  # descriptor, table, LZW size
-        top_pos = tf.where(is_ext, pos + 2, tf.where(is_image, image_pos, pos))
-        top_done = tf.logical_not(tf.logical_or(is_ext, is_image))
-        return (tf.where(in_blocks, block_pos, top_pos),
-                frames + tf.cast(image, tf.int64),
-                tf.where(image, tf.maximum(height, u16(pos + 7)), height),
-                tf.where(image, tf.maximum(width, u16(pos + 5)), width),
-                tf.where(in_blocks, c > 0, tf.logical_or(is_ext, is_image)),
-                steps + 1,
-                tf.where(in_blocks, block_done, top_done))
+        return _gif_step(at, pos, frames, height, width, in_blocks, steps, done)
 
     def cond(pos, frames, height, width, in_blocks, steps, done):
         within = frames * height * width <= max_pixels
@@ -118,7 +128,7 @@ def gif_frames(data, max_pixels):
 
     zero = tf.constant(0, tf.int64)
     _, frames, height, width, _, steps, done = tf.while_loop(
-        cond, body, (start, zero, u16(8), u16(6), tf.constant(False), zero,
+        cond, body, (start, zero, _u16(at, 8), _u16(at, 6), tf.constant(False), zero,
                      tf.constant(False)),
         parallel_iterations=1)
     return frames, height, width, tf.logical_or(done, frames * height * width > max_pixels)
@@ -163,6 +173,14 @@ def jpeg_complete(data):
     return tf.logical_and(last_sos >= 0, last(0xD9) > last_sos)
 
 
+def jpeg_scans(data):
+    """The FF DA (start of scan) pairs in `data` (int64): entropy-coded data cannot hold one,
+    so this is at least the number of scans (an EXIF thumbnail's count too)."""
+    b = tf.io.decode_raw(data, tf.uint8)
+    pairs = tf.logical_and(tf.equal(b[:-1], 0xFF), tf.equal(b[1:], 0xDA))
+    return tf.reduce_sum(tf.cast(pairs, tf.int64))
+
+
 def _sniff(data, n):
     """(is_jpeg, is_png, is_gif, is_bmp, kind name) from the magic bytes."""
     head = tf.strings.substr(data, 0, tf.minimum(n, 8))
@@ -175,29 +193,41 @@ def _sniff(data, n):
     return is_jpeg, is_png, is_gif, is_bmp, kind
 
 
-def _size_checks(label, data, n, is_jpeg, is_png, is_gif, kind, max_pixels):
-    """The checks before decoding: complete PNG/JPEG data, the declared size, GIF frames."""
+def _png_ihdr_check(label, data, n, is_png):
+    """The assertion that a PNG has an IHDR chunk right after its signature."""
     padded = tf.strings.join([data, b"\0" * 16])
     png_ok = tf.logical_or(tf.logical_not(is_png), tf.logical_and(
         n >= 24, tf.equal(tf.strings.substr(padded, 12, 4), b"IHDR")))
-    with tf.control_dependencies([check(png_ok, tf.strings.join([
-            label, ": invalid PNG (no IHDR chunk after the signature)"]))]):
+    return check(png_ok, tf.strings.join([
+        label, ": invalid PNG (no IHDR chunk after the signature)"]))
+
+
+def _completeness_checks(label, data, n, is_jpeg, is_png, kind):
+    """The assertions that PNG chunks run to IEND, JPEG scans end with EOI and are at most
+    MAX_JPEG_SCANS (after the IHDR check)."""
+    with tf.control_dependencies([_png_ihdr_check(label, data, n, is_png)]):
         complete, walked = tf.cond(
             is_png, lambda: png_complete(data),
             lambda: (tf.cond(is_jpeg, lambda: jpeg_complete(data), lambda: tf.constant(True)),
                      tf.constant(True)))
-    checks = [
+    scans = tf.cond(is_jpeg, lambda: jpeg_scans(data), lambda: tf.constant(0, tf.int64))
+    return [
         check(walked, tf.strings.join([label, f": PNG with more than {WALK_MAX_STEPS} chunks; "
                                               f"re-encode it"])),
+        check(scans <= MAX_JPEG_SCANS, tf.strings.join([label, tf.strings.format(
+            ": JPEG of {} scans, more than the limit of {} (each scan of a progressive JPEG "
+            "is decoded over the whole image)", (scans, MAX_JPEG_SCANS))])),
         check(complete, tf.strings.join([
             label, ": truncated ", kind, tf.strings.format(
                 " data ({} bytes): the image ends before its last chunk / end marker; send "
                 "the whole file", (n,))])),
     ]
-    with tf.control_dependencies(checks):
-        declared = _declared_size(data, is_jpeg, is_png, is_gif)
+
+
+def _declared_size_checks(label, declared, kind, max_pixels):
+    """The assertions that the header's declared size is between 1 and max_pixels pixels."""
     pixels = declared[0] * declared[1]
-    checks = [
+    return [
         check(pixels > 0, tf.strings.join([
             label, ": the ", kind, tf.strings.format(
                 " header declares {}x{} pixels (an empty or corrupt image)",
@@ -207,10 +237,17 @@ def _size_checks(label, data, n, is_jpeg, is_png, is_gif, kind, max_pixels):
                 " header declares {}x{} = {} pixels, more than the limit of {} pixels "
                 "(max_pixels)", (declared[0], declared[1], pixels, max_pixels))])),
     ]
-    with tf.control_dependencies(checks):
-        frames, height, width, finished = tf.cond(
-            is_gif, lambda: gif_frames(data, max_pixels),
-            lambda: (tf.constant(1, tf.int64), declared[0], declared[1], tf.constant(True)))
+
+
+def _frames(data, is_gif, declared, max_pixels):
+    """(frames, height, width, finished): the GIF walk, else one frame of the declared size."""
+    return tf.cond(
+        is_gif, lambda: gif_frames(data, max_pixels),
+        lambda: (tf.constant(1, tf.int64), declared[0], declared[1], tf.constant(True)))
+
+
+def _frame_checks(label, frames, height, width, finished, max_pixels):
+    """The assertions that the GIF walk finished and all frames fit in max_pixels."""
     total = frames * height * width
     return [
         check(finished, tf.strings.join([
@@ -223,6 +260,15 @@ def _size_checks(label, data, n, is_jpeg, is_png, is_gif, kind, max_pixels):
                 "(max_pixels); send a still image", (frames, height, width, total,
                                                      max_pixels))])),
     ]
+
+
+def _size_checks(label, data, n, is_jpeg, is_png, is_gif, kind, max_pixels):
+    """The checks before decoding: complete PNG/JPEG data, the declared size, GIF frames."""
+    with tf.control_dependencies(_completeness_checks(label, data, n, is_jpeg, is_png, kind)):
+        declared = _declared_size(data, is_jpeg, is_png, is_gif)
+    with tf.control_dependencies(_declared_size_checks(label, declared, kind, max_pixels)):
+        frames, height, width, finished = _frames(data, is_gif, declared, max_pixels)
+    return _frame_checks(label, frames, height, width, finished, max_pixels)
 
 
 def decode_guarded(data, index, size, max_bytes, max_pixels):
