@@ -45,8 +45,9 @@ def start_server(service):
     """Serve `service` on 127.0.0.1:<free port> in a daemon thread; returns (url, stop)."""
     import uvicorn
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(serve_app.create_app(service), log_level="warning",
-                                           access_log=False))
+    server = uvicorn.Server(uvicorn.Config(serve_app.create_app(service, "127.0.0.1"),
+                                           log_level="warning", access_log=False,
+                                           limit_concurrency=serve_app.LIMIT_CONCURRENCY))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -3,49 +3,66 @@
 Routes: GET / (the page, from static/), GET /api/info, POST /api/translate (multipart: the
 photo in `image`; `direction` a2b|b2a, `face_crop`, `paste_back` true|false, `format` png|json),
 GET /v1/models/NAME[/versions/V][/metadata], POST /v1/models/NAME[/versions/V]:predict. Every
-refusal is JSON {"error": one line} with 400/404/413/415 (503 when the queue is full); a failure
-inside a request answers 500 and the server goes on.
+refusal is JSON {"error": one line} with 400/403/404/413/415 (503 when 64 requests already
+wait for the model); a failure inside a request answers 500 and the server goes on.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import ipaddress
 import json
 import os
 import sys
 import traceback
+from urllib.parse import urlsplit
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ugatit_tf.config import Config
 from ugatit_tf.serve.batcher import Batcher
 from ugatit_tf.serve.models import (PredictError, RemoteModel, check_serve_flags, listen,
                                     load_model, served_name)
 from ugatit_tf.serve.page import DIRECTIONS, Options, PageTranslator
-from ugatit_tf.serve.rest import format_response, parse_request
+from ugatit_tf.serve.rest import check_rows, format_response, parse_request
 from ugatit_tf.serve.uploads import ACCEPTED, check_upload, decode_upload
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the option fields around the photo
 TRUE, FALSE = ("true", "1", "on", "yes"), ("false", "0", "off", "no", "")
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]  # the Host a loopback bind accepts
+# uvicorn's own cap on open connections and running tasks (it answers 503 itself past it): room
+# for the 64 requests that may wait for the model, the page's files and idle keep-alive
+# connections of a few browsers
+LIMIT_CONCURRENCY = 256
+JSON_SLACK = 64  # commas of a predict body's JSON structure besides its values (keys, rows)
+CROSS_SITE = "cross-site request refused: use the page this server serves, or a program"
 
 
 class Service:
     """The model (loaded once), its batcher and the page's translator."""
 
     def __init__(self, model, name: str, max_upload_bytes: int, max_pixels: int,
-                 max_batch: int = 16, predict_body_limit: int | None = None):
+                 max_batch: int = 16, predict_body_limit: int | None = None,
+                 max_waiting: int = 64):
         self.model = model
         self.name = name
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self.predict_body_limit = predict_body_limit or max(64 * 2**20, 4 * self.max_upload_bytes)
-        self.batcher = Batcher(model.predict, max_batch=max_batch)
+        self.max_batch = int(max_batch)
+        self.max_waiting = int(max_waiting)
+        self.waiting = 0  # requests admitted to the model's queue (changed on the event loop)
+        self._limiter = None  # the model requests' own threads, made on the event loop
+        self.batcher = Batcher(model.predict, max_batch=max_batch, max_pending=max_waiting)
         self.page = PageTranslator(self.batcher.submit, model.img_size)
 
     def info(self) -> dict:
@@ -54,6 +71,26 @@ class Service:
                 "max_pixels": self.max_pixels, "accepted": ACCEPTED,
                 "directions": list(DIRECTIONS)}
 
+    @contextlib.contextmanager
+    def admitted(self):
+        """Count a request that waits for the model; PredictError 503 when max_waiting do."""
+        # used on the event loop only, with no await between the check and the count
+        if self.waiting >= self.max_waiting:
+            raise PredictError(503, f"the server is busy ({self.waiting} requests waiting); "
+                                    f"try again in a moment")
+        self.waiting += 1
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+
+    async def run(self, fn, *args):
+        """fn(*args) in a thread of the model requests' own pool, one per admitted request."""
+        # not Starlette's pool of 40, which serves the page's files: they must stay quick
+        if self._limiter is None:
+            self._limiter = CapacityLimiter(self.max_waiting)
+        return await to_thread.run_sync(fn, *args, limiter=self._limiter)
+
     def translate_upload(self, data: bytes, name: str, options: Options):
         kind = check_upload(data, name, self.max_upload_bytes, self.max_pixels)
         rgb, orientation = decode_upload(data, name, self.max_pixels)
@@ -61,18 +98,36 @@ class Service:
 
     def predict(self, body: bytes) -> dict:
         """TF Serving's predict on a JSON body (bytes); the answer as a JSON-ready dict."""
+        self._check_values(body)
         try:
             request = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise PredictError(400, f"JSON Parse error: {e}") from None
+        except RecursionError:
+            raise PredictError(400, "JSON Parse error: the request body is nested too "
+                                    "deeply") from None
         if not isinstance(request, dict):
             raise PredictError(400, "JSON Value: the request body must be an object")
         signature = request.get("signature_name") or "serving_default"
         if signature not in self.model.signature_names():
-            raise PredictError(400, f"Serving signature name: \"{signature}\" not found in "
-                                    f"signature def")
+            raise PredictError(400, f"Serving signature name: \"{shown(str(signature))}\" not "
+                                    f"found in signature def")
+        check_rows(request, self.max_batch, _label(signature))
         inputs, columnar = parse_request(request, self.model.input_specs(signature))
         return format_response(self.batcher.submit(signature, inputs), columnar)
+
+    def _check_values(self, body: bytes) -> None:
+        """PredictError 400 when the body has more values than the largest legit request."""
+        # Counted by the commas, at C speed, before parsing. The largest legitimate request is
+        # max_batch images of the float signatures (S*S*3 numbers each: values - 1 commas in
+        # nested lists), plus JSON_SLACK for keys; a bytes signature's max_batch strings need
+        # far fewer (its rows are checked after parsing, before any conversion).
+        size = self.model.img_size
+        limit = self.max_batch * size * size * 3 + JSON_SLACK
+        if body.count(b",") > limit:
+            raise PredictError(400, f"JSON Value: the request body has more than {limit} "
+                                    f"values, more than {self.max_batch} images (max_batch) of "
+                                    f"{size}x{size}x3 hold")
 
     def status(self) -> dict:
         return {"model_version_status": [{"version": self.model.version or "1",
@@ -81,6 +136,19 @@ class Service:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def _label(signature: str) -> str:
+    """The name the model's batch-size message gives a signature."""
+    # serving_default is the a2b_bytes function (ugatit_tf/export/saved_model.py)
+    return "a2b_bytes" if signature == "serving_default" else signature
+
+
+def shown(text: str, limit: int = 100) -> str:
+    """A stranger's `text` for a one-line message: no control characters, at most `limit`."""
+    # isprintable() is False for control characters and lone surrogates: they become '?'
+    text = "".join(c if c.isprintable() else "?" for c in text[:limit + 1])
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _error(status: int, message: str):
@@ -114,7 +182,7 @@ def _flag(form, name: str, default: bool) -> bool:
 
 async def _read_form(request, service: Service):
     kind = request.headers.get("content-type", "")
-    if not kind.startswith("multipart/form-data"):
+    if not kind.lower().startswith("multipart/form-data"):
         raise PredictError(415, "send the photo as multipart/form-data in a field named image")
     stream = _limited(request, service.max_upload_bytes + FORM_OVERHEAD, "upload")
     try:
@@ -128,7 +196,32 @@ async def _read_form(request, service: Service):
     return form, upload
 
 
+def _origin_host(origin: str) -> str | None:
+    """host[:port] of an Origin header, lower case; None when it has none ("null")."""
+    try:
+        return urlsplit(origin).netloc.lower() or None
+    except ValueError:
+        return None
+
+
+def _check_same_site(request) -> None:
+    """PredictError 403 for a browser's request from another site's page (a form or fetch)."""
+    # Sec-Fetch-Site says so, or the Origin is not this server's Host; programs (curl,
+    # requests) send neither header
+    origin = request.headers.get("origin")
+    host = request.headers.get("host", "").lower()
+    if (request.headers.get("sec-fetch-site", "").lower() == "cross-site"
+            or origin is not None and _origin_host(origin) != host):
+        raise PredictError(403, CROSS_SITE)
+
+
 async def _translate(request, service: Service):
+    _check_same_site(request)
+    with service.admitted():
+        return await _translate_admitted(request, service)
+
+
+async def _translate_admitted(request, service: Service):
     form, upload = await _read_form(request, service)
     direction = str(form.get("direction") or "a2b")
     if direction not in DIRECTIONS:
@@ -138,8 +231,8 @@ async def _translate(request, service: Service):
     if answer not in ("png", "json"):
         raise PredictError(400, f"form field format must be png or json, got {answer[:40]!r}")
     data = await upload.read()
-    name = os.path.basename(upload.filename or "") or "the photo"
-    result = await run_in_threadpool(service.translate_upload, data, name, options)
+    name = shown(os.path.basename(upload.filename or "")) or "the photo"
+    result = await service.run(service.translate_upload, data, name, options)
     headers = {"X-Mode": result.mode, "X-Faces": str(result.faces)}
     if answer == "png":
         return Response(result.output_png, media_type="image/png", headers=headers)
@@ -153,9 +246,21 @@ def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def create_app(service: Service) -> FastAPI:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (the --host bind address) is reachable from this computer only."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(service: Service, host: str | None = None) -> FastAPI:
     """The FastAPI app over `service`: the page and its API, then TF Serving's REST API."""
+    # on a loopback bind, the Host must be localhost, 127.0.0.1 or [::1]: a web page whose
+    # name a stranger's DNS rebinds to 127.0.0.1 cannot reach the server
     app = FastAPI(title="U-GAT-IT", docs_url=None, redoc_url=None, openapi_url=None)
+    if host is not None and is_loopback(host):
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
     _add_page_routes(app, service)
@@ -175,9 +280,9 @@ async def _refused(request: Request, e: PredictError):
 
 
 async def _failed(request: Request, e: Exception):
-    """A failure: the traceback on the console, a 500 with the exception's first 300 chars."""
+    """A failure: the traceback on the console, a 500 naming only the exception's type."""
     traceback.print_exc()
-    return _error(500, f"internal error: {type(e).__name__}: {e}"[:300])
+    return _error(500, f"internal error (details in the server's log): {type(e).__name__}")
 
 
 def _add_page_routes(app: FastAPI, service: Service) -> None:
@@ -232,7 +337,7 @@ def _check_name(service: Service, name: str) -> None:
 
 async def _forward(service: Service, tail: str, body: bytes | None) -> Response:
     """The remote TF Serving's answer to `tail` (GET when `body` is None), passed through."""
-    code, answer = await run_in_threadpool(service.model.forward, tail, body)
+    code, answer = await service.run(service.model.forward, tail, body)
     return Response(answer, status_code=code, media_type="application/json")
 
 
@@ -241,21 +346,32 @@ async def _model_status(service: Service, remote: bool, name: str, tail: str):
     _check_name(service, name)
     if remote:
         return await _forward(service, tail, None)
-    if tail.endswith("/metadata"):
-        return {"model_spec": {"name": name, "signature_name": "",
-                               "version": service.model.version or "1"},
-                "metadata": service.model.metadata()}
+    if tail.endswith("/metadata"):  # the first call traces every signature: seconds
+        return await run_in_threadpool(_metadata, service, name)
     return service.status()
 
 
+def _metadata(service: Service, name: str) -> JSONResponse:
+    return JSONResponse({"model_spec": {"name": name, "signature_name": "",
+                                        "version": service.model.version or "1"},
+                         "metadata": service.model.metadata()})
+
+
+def _predicted(service: Service, body: bytes) -> JSONResponse:
+    """The predict answer, rendered (in its constructor) in the worker thread that calls this."""
+    # off the event loop: a 16 x 256 x 256 x 3 float answer is 66 MB of JSON (seconds)
+    return JSONResponse(service.predict(body))
+
+
 async def _model_predict(request: Request, service: Service, remote: bool, name: str):
-    """POST /v1/models/NAME:predict: the body, read within its limit, to the model."""
+    """POST /v1/models/NAME:predict: admitted, the body read within its limit, to the model."""
     _check_name(service, name)
-    chunks = [c async for c in _limited(request, service.predict_body_limit, "predict")]
-    body = b"".join(chunks)
-    if remote:
-        return await _forward(service, ":predict", body)
-    return JSONResponse(await run_in_threadpool(service.predict, body))
+    with service.admitted():
+        chunks = [c async for c in _limited(request, service.predict_body_limit, "predict")]
+        body = b"".join(chunks)
+        if remote:
+            return await _forward(service, ":predict", body)
+        return await service.run(_predicted, service, body)
 
 
 def serve(config: Config) -> int:
@@ -276,8 +392,9 @@ def serve(config: Config) -> int:
     print(f" [*] Model: {model.source} ({model.img_size}x{model.img_size})")
     print(f" [*] Listening on {host}:{port}. Open {url}/ in a browser; TF Serving REST: "
           f"{url}/v1/models/{name}:predict. Ctrl-C stops.", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn.Config(create_app(service, host), log_level="warning",
+                                           access_log=False, timeout_graceful_shutdown=5,
+                                           limit_concurrency=LIMIT_CONCURRENCY))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import socket
+import sys
 
 import numpy as np
 
@@ -187,8 +188,11 @@ class RemoteModel:
             else:
                 response = self.session.post(self.url + path, data=body, timeout=self.timeout,
                                              headers={"Content-Type": "application/json"})
-        except requests.RequestException as e:
-            raise PredictError(502, f"TF Serving at {self.url} cannot be reached: {e}") from None
+        except requests.RequestException as e:  # the details for the console, not strangers
+            print(f" [!] TF Serving at {self.url} cannot be reached: {e}", file=sys.stderr,
+                  flush=True)
+            raise PredictError(502, "the TF Serving model behind this page cannot be "
+                                    "reached") from None
         return response.status_code, response.content
 
     def predict(self, signature: str, inputs: dict) -> dict:

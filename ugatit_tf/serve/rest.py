@@ -33,7 +33,7 @@ def _to_array(values, name: str, dtype: str, shape: list) -> np.ndarray:
                 except (binascii.Error, ValueError):
                     raise _bad(f"{name}[{i}]: invalid base64 in {{\"b64\": ...}}") from None
             elif isinstance(v, str):
-                out.append(v.encode("utf-8"))
+                out.append(_utf8(v, f"{name}[{i}]"))
             else:
                 raise _bad(f"{name}[{i}]: expected {{\"b64\": \"...\"}} or a string")
         return np.array(out, dtype=object)
@@ -47,6 +47,31 @@ def _to_array(values, name: str, dtype: str, shape: list) -> np.ndarray:
         raise _bad(f"input {name}: shape {list(array.shape)} does not match the signature's "
                    f"{_shape_text(shape)}")
     return array
+
+
+def _utf8(text: str, where: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, sent as a JSON escape such as \udcff
+        raise _bad(f"JSON Parse error: the request body has a string that is not valid "
+                   f"Unicode (a lone surrogate) in {where}") from None
+
+
+def _rows(body: dict) -> int:
+    """The rows (images) of a predict body: len of "instances", or of its "inputs" values."""
+    # 0 when malformed: parse_request says what is wrong
+    values = body.get("instances", body.get("inputs"))
+    if isinstance(values, dict) and "b64" not in values:
+        return max((len(v) for v in values.values() if isinstance(v, list)), default=0)
+    return len(values) if isinstance(values, list) else 0
+
+
+def check_rows(body, max_batch: int, what: str) -> None:
+    """PredictError 400, worded as the model's, for more than max_batch rows in a body."""
+    rows = _rows(body) if isinstance(body, dict) else 0
+    if rows > max_batch:
+        raise _bad(f"{what}: {rows} images in one request, more than the limit of "
+                   f"{max_batch} (max_batch)")
 
 
 def _shape_text(shape) -> str:

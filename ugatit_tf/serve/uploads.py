@@ -11,6 +11,7 @@ applied.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 
@@ -126,4 +127,6 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, 
 
 
 def _first_line(message: str) -> str:
-    return message.strip().splitlines()[0][:200] if message.strip() else "unknown error"
+    """The first line of a TensorFlow error without its internals ({{function_node}}, [Op:])."""
+    message = re.sub(r"\{\{.*?\}\}|\[Op:[^\]]*\]", "", message).strip()
+    return message.splitlines()[0][:200] if message else "unknown error"
