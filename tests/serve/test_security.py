@@ -286,3 +286,10 @@ def test_the_page_posting_from_its_own_origin_works(server):
     answer = requests.post(server + "/api/translate", files={"image": ("a.jpg", astronaut_jpeg())},
                            data={"face_crop": "false"}, headers=headers, timeout=60)
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+
+
+def test_an_unknown_model_name_is_shown_on_one_line(fake):
+    answer = requests.get(fake.url + "/v1/models/a%0Ab%1B", timeout=60)
+    assert answer.status_code == 404
+    assert answer.json()["error"] == ("Servable not found for request: Latest(a?b?); this "
+                                      "server serves fake")

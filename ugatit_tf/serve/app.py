@@ -331,7 +331,7 @@ def _add_serving_routes(app: FastAPI, service: Service) -> None:
 def _check_name(service: Service, name: str) -> None:
     """PredictError 404 unless `name` is the served model's name."""
     if name != service.name:
-        raise PredictError(404, f"Servable not found for request: Latest({name}); this "
+        raise PredictError(404, f"Servable not found for request: Latest({shown(name)}); this "
                                 f"server serves {service.name}")
 
 
