@@ -217,6 +217,8 @@ def test_loopback_server_checks_the_host_header(fake):
 def test_cross_site_posts_are_refused(fake, headers):
     answer = post_form(fake.url, headers=headers)
     assert (answer.status_code, answer.json()) == (403, {"error": serve_app.CROSS_SITE})
+    answer = predict(fake.url, {"instances": [[0.0]]}, headers=headers)  # REST predict too
+    assert (answer.status_code, answer.json()) == (403, {"error": serve_app.CROSS_SITE})
 
 
 def test_same_origin_and_programs_pass_the_origin_check(fake):

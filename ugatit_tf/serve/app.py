@@ -366,6 +366,7 @@ def _predicted(service: Service, body: bytes) -> JSONResponse:
 async def _model_predict(request: Request, service: Service, remote: bool, name: str):
     """POST /v1/models/NAME:predict: admitted, the body read within its limit, to the model."""
     _check_name(service, name)
+    _check_same_site(request)  # another site's text/plain form could spend model time
     with service.admitted():
         chunks = [c async for c in _limited(request, service.predict_body_limit, "predict")]
         body = b"".join(chunks)
