@@ -73,3 +73,22 @@ def test_video_face_mode_copies_faceless_frames(tmp_path, detector):
                           fallback="error", detector=detector, progress=False)
     assert not (tmp_path / "o2.mp4").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_frames_over_the_pixel_budget_are_refused_before_decoding(tmp_path, monkeypatch):
+    src = tmp_path / "clip.mp4"
+    _write_video(src)  # 64 x 64 frames
+    dst = tmp_path / "out" / "clip_translated.mp4"
+    with pytest.raises(V.VideoError) as e:
+        V.translate_video(src, dst, fake_translate, 32, progress=False, max_pixels=64 * 64 - 1)
+    assert str(e.value) == (f"video '{src}': frames of 64x64 = 4096 pixels, over the limit of "
+                            f"4095 pixels (the photos' budget)")
+    assert not dst.parent.exists()
+    assert V.translate_video(src, dst, fake_translate, 32, progress=False,
+                             max_pixels=64 * 64).frames == 12
+    # a container that declares smaller frames than it holds: the first frame decoded counts
+    monkeypatch.setattr(V, "_video_properties", lambda cap, max_frames: (10.0, (8, 8), 12))
+    with pytest.raises(V.VideoError, match="frames of 64x64 = 4096 pixels"):
+        V.translate_video(src, tmp_path / "again.mp4", fake_translate, 32, progress=False,
+                          max_pixels=64 * 64 - 1)
+    assert not (tmp_path / "again.mp4").exists()

@@ -554,7 +554,8 @@ def _translate_file(path: Path, name: str, translator: PhotoTranslator,
     """Translate one photo or video; its outputs, or why it failed, go into ``summary``."""
     try:
         if is_video(path):
-            outs = _translate_video_file(path, name, translator, safe_target, video_face_crop)
+            outs = _translate_video_file(path, name, translator, safe_target, video_face_crop,
+                                         max_pixels)
         else:
             outs, res = _translate_photo_file(path, name, translator, safe_target,
                                               write_sheet, max_pixels)
@@ -573,14 +574,14 @@ def _translate_file(path: Path, name: str, translator: PhotoTranslator,
 
 def _translate_video_file(path: Path, name: str, translator: PhotoTranslator,
                           safe_target: Callable[[str], Path],
-                          video_face_crop: Optional[bool]) -> List[str]:
+                          video_face_crop: Optional[bool], max_pixels: int) -> List[str]:
     """Translate one video to ``NAME_translated.mp4`` (or .avi); returns [its output path]."""
     from ugatit_tf.infer.video import translate_video  # video builds on photos
     vs = translate_video(
         path, safe_target(f"{name}_translated.mp4"), translator=translator,
         face_crop=translator.face_crop if video_face_crop is None else video_face_crop,
         fallback="center" if translator.fallback == "center" else "copy",
-        progress=False)
+        progress=False, max_pixels=max_pixels)
     return [vs.output]
 
 

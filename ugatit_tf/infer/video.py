@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ugatit_tf.common.files import file_mode
+from ugatit_tf.common.images import DEFAULT_MAX_PIXELS
 from ugatit_tf.common.progress import ProgressBar
 from ugatit_tf.infer import faces as F
 from ugatit_tf.infer.photos import NoFaceError, PathLike, PhotoTranslator, TranslateFn
@@ -128,7 +129,8 @@ def translate_video(in_path: PathLike, out_path: PathLike,
                     face_crop: bool = False, fallback: str = "center",
                     detector: Optional[F.FaceDetector] = None,
                     max_frames: Optional[int] = None,
-                    progress: bool = True, stream=None) -> VideoSummary:
+                    progress: bool = True, stream=None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoSummary:
     """Translate a video frame by frame; output keeps fps and frame size.
 
     Writes ``out_path`` (mp4v fourcc, .mp4); if that writer cannot be opened
@@ -141,6 +143,8 @@ def translate_video(in_path: PathLike, out_path: PathLike,
     fallback (face mode, frames without a face): "center" -> translate the
         centre crop, "copy" -> write the frame unchanged, "error" -> stop with
         ``NoFaceError`` (no output file is left behind).
+    max_pixels: the largest frame (width x height) decoded, the photos' budget; checked from
+        the container's header before the first frame, then on the first frame decoded.
     """
     t0 = time.monotonic()
     in_path, out_path = Path(in_path), Path(out_path)
@@ -153,11 +157,12 @@ def translate_video(in_path: PathLike, out_path: PathLike,
     video = _TempVideo(in_path, out_path)
     try:
         fps, size, total = _video_properties(cap, max_frames)
+        _check_frame_size(in_path, size, max_pixels)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         bar = ProgressBar(total, label="video", stream=stream, enabled=bool(progress))
         summary = VideoSummary(input=str(in_path), output="", frames=0, fps=fps, size=size,
                                codec="")
-        _translate_frames(cap, vt, video, summary, bar, fallback, max_frames)
+        _translate_frames(cap, vt, video, summary, bar, fallback, max_frames, max_pixels)
         video.commit(summary.output)
     finally:
         cap.release()
@@ -209,16 +214,26 @@ def _video_properties(cap, max_frames: Optional[int]) -> Tuple[float, Tuple[int,
     return fps, (W, H), total
 
 
+def _check_frame_size(in_path: Path, size: Tuple[int, int], max_pixels: int) -> None:
+    """VideoError when frames of `size` (width, height) hold more than max_pixels pixels."""
+    W, H = size
+    if W * H > max_pixels:
+        raise VideoError(f"video '{in_path}': frames of {W}x{H} = {W * H} pixels, over the "
+                         f"limit of {max_pixels} pixels (the photos' budget)")
+
+
 def _translate_frames(cap, vt: PhotoTranslator, video: _TempVideo, summary: VideoSummary,
-                      bar: ProgressBar, fallback: str, max_frames: Optional[int]) -> None:
+                      bar: ProgressBar, fallback: str, max_frames: Optional[int],
+                      max_pixels: int) -> None:
     """Translate and write each frame (at most ``max_frames``), counting them in ``summary``."""
     try:
         while not (max_frames and summary.frames >= max_frames):
             ok, bgr = cap.read()
             if not ok or bgr is None:
                 break
-            if video.writer is None:
+            if video.writer is None:  # the container may have declared another size
                 H, W = bgr.shape[:2]
+                _check_frame_size(Path(summary.input), (W, H), max_pixels)
                 summary.size = (W, H)
                 summary.output, summary.codec = video.open(summary.fps, summary.size)
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
