@@ -150,7 +150,7 @@ def test_photo_over_the_pixel_budget_is_refused_before_decoding(tmp_path):
     big.write_bytes(png((12000, 12000)))  # a 12000 x 12000 header, no pixels worth decoding
     summary = translate_paths(str(big), str(tmp_path / "out"), _identity, 32, face_crop=False,
                               progress=False, verbose=False)
-    assert summary.failed == [(str(big), f"ImageRejected: {big}: PNG image of 144000000 pixels "
+    assert summary.failed == [(str(big), f"ImageOverBudget: {big}: PNG image of 144000000 pixels "
                                          f"(12000x12000), over the limit of 50000000 pixels "
                                          f"(frames x largest frame)")]
 
