@@ -676,3 +676,27 @@ def test_binary_state_file_and_bad_paths(tmp_path, capsys):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(message) and len(err.splitlines()) == 1, err
+
+
+def test_verify_image_and_checkpoint_dir_are_checked_before_converting(tmp_path, capsys):
+    """A bad --verify_image used to be found after the conversion (with --force, after the
+    old checkpoint was replaced); a --checkpoint_dir under a file after reading everything."""
+    rng = np.random.default_rng(13)
+    src = tmp_path / "src"
+    write_tf1(str(src / "UGATIT_light.model"), tf1_weights(True, rng), step=9)
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    common = ["--source", "tf1", "--checkpoint", str(src), "--img_size", "32", "--dataset", "t"]
+    for extra, message in (
+            (["--checkpoint_dir", str(tmp_path / "ck"), "--verify_image", str(junk)],
+             f"error: --verify_image {junk}: not a JPEG, PNG (APNG), GIF, WebP, BMP or TIFF "
+             f"image"),
+            (["--checkpoint_dir", str(notes / "x")],
+             f"error: --checkpoint_dir {notes / 'x'}: {notes} is a file, not a folder")):
+        assert cli.main(common + extra) == 2
+        err = capsys.readouterr()
+        assert err.err.startswith(message) and len(err.err.splitlines()) == 1, err.err
+        assert err.out == ""  # refused before any work
+    assert not (tmp_path / "ck").exists() and notes.read_text() == "mine"

@@ -110,7 +110,7 @@ def build_parser():
     p.add_argument("--verify", action="store_true",
                    help="reload the result and run one image through both generators")
     p.add_argument("--verify_image", default=None,
-                   help="image for --verify (default: a synthetic picture)")
+                   help="image for --verify, which it implies (default: a synthetic picture)")
     return p
 
 
@@ -124,16 +124,43 @@ def check_paths(args) -> None:
     elif not (os.path.isdir(path) or os.path.isfile(path) or os.path.isfile(path + ".index")):
         raise ConversionError(f"--checkpoint {path}: no such TF1 checkpoint (neither a folder, "
                               f"a file, nor a prefix with {os.path.basename(path)}.index)")
-    if args.verify_image is not None and not os.path.isfile(args.verify_image):
-        raise ConversionError(f"--verify_image {args.verify_image} is not a file")
+    if args.verify_image is not None:
+        _check_verify_image(args.verify_image)
     if os.path.exists(args.checkpoint_dir) and not os.path.isdir(args.checkpoint_dir):
         raise ConversionError(f"--checkpoint_dir {args.checkpoint_dir} exists and is not a "
                               f"folder")
+    _check_creatable(args.checkpoint_dir, "--checkpoint_dir")
+
+
+def _check_verify_image(path: str) -> None:
+    """ConversionError naming --verify_image unless it is an image the test phase reads (it
+    is read again after the conversion: a bad one must stop the run before it)."""
+    from ugatit_tf.common.images import ImageRejected, load_rgb
+    if not os.path.isfile(path):
+        raise ConversionError(f"--verify_image {path} is not a file")
+    try:
+        load_rgb(path)
+    except ImageRejected as e:
+        raise ConversionError(f"--verify_image {e}") from None
+
+
+def _check_creatable(path: str, flag: str) -> None:
+    """ConversionError naming `flag` when `path` cannot be made: its nearest existing
+    ancestor is a file, or a folder this user cannot write in."""
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConversionError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConversionError(f"{flag} {path}: cannot write in {parent}")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {n: getattr(args, n) for n in NAMING_FLAGS}
+    if args.verify_image is not None:  # an image to verify with asks for the verification
+        args.verify = True
     try:
         check_paths(args)
     except ConversionError as e:
