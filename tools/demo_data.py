@@ -32,6 +32,7 @@ import colorsys
 import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -960,6 +961,7 @@ def command_line(out_dir, size, n_train, n_test, seed):
             f"--n_train {n_train} --n_test {n_test} --seed {seed}")
 
 
+_README_TITLE = "# Demo data set: procedural selfie -> anime faces\n"
 _README = """# Demo data set: procedural selfie -> anime faces
 
 A small, synthetic stand-in for selfie2anime so that the whole U-GAT-IT
@@ -1009,10 +1011,47 @@ def _split_seeds(seed):
     return dict(zip(("trainA", "trainB", "testA", "testB"), ss.spawn(4)))
 
 
+class DemoFolderError(ValueError):
+    """The output folder holds something this module did not write (one line naming it)."""
+
+
+_OURS = re.compile(r"\d{4}(\.jpg|\.png)\Z")  # what the split folders hold
+
+
+def foreign_entries(out_dir) -> list:
+    """What ``out_dir`` holds that this module does not write, as relative paths ([] for a
+    missing folder or a demo set, finished or not): at the top anything but the split folders,
+    manifest.json and a README.md of ours; in the split folders anything but NNNN.jpg/.png."""
+    if not os.path.isdir(out_dir):
+        return []
+    found = []
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if name in SPLITS and os.path.isdir(path):
+            found += [os.path.join(name, n) for n in sorted(os.listdir(path))
+                      if not _OURS.match(n) or not os.path.isfile(os.path.join(path, n))]
+        elif name == "README.md" and os.path.isfile(path):
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                if fh.read(len(_README_TITLE)) != _README_TITLE:
+                    found.append(name)
+        elif not (name == "manifest.json" and os.path.isfile(path)):
+            found.append(name)
+    return found
+
+
 def generate_demo_dataset(out_dir, size=128, n_train=300, n_test=40, seed=0, progress=True):
-    """Write the demo data set into ``out_dir``; returns ``{folder: count}``."""
+    """Write the demo data set into ``out_dir``; returns ``{folder: count}``. Refuses
+    (DemoFolderError) a folder that holds anything it did not write: its stale-file cleanup
+    would delete a user's images."""
     t0 = time.time()
     out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DemoFolderError(f"{out_dir} is a file, not a folder")
+    foreign = foreign_entries(out_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise DemoFolderError(f"{out_dir} holds files the demo generator did not write "
+                              f"({shown}); choose a new or empty folder")
     exp = _expected(n_train, n_test)
     for split in SPLITS:
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)

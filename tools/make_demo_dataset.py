@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.demo_data import generate_demo_dataset  # noqa: E402
+from tools.demo_data import DemoFolderError, generate_demo_dataset  # noqa: E402
 from ugatit_tf.cli import Parser  # noqa: E402  (one-line errors)
 
 
@@ -28,8 +28,16 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.size < 16 or a.n_train < 0 or a.n_test < 0:
         p.error("--size must be >= 16 and the counts >= 0")
-    counts = generate_demo_dataset(a.out, size=a.size, n_train=a.n_train, n_test=a.n_test,
-                                   seed=a.seed, progress=not a.quiet)
+    if not a.out.strip():
+        p.error("--out must name a folder (it is created; an existing one must hold only a "
+                "demo set)")
+    try:
+        counts = generate_demo_dataset(a.out, size=a.size, n_train=a.n_train,
+                                       n_test=a.n_test, seed=a.seed, progress=not a.quiet)
+    except DemoFolderError as e:
+        p.error(f"--out {e}")
+    except OSError as e:  # under a file, or not writable
+        p.error(f"--out {a.out}: cannot write there ({e.strerror or e})")
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 

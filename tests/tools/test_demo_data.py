@@ -153,6 +153,40 @@ def test_cli(tmp_path):
     assert dd.is_complete(str(out), size=32, n_train=2, n_test=1, seed=3)
 
 
+def test_a_folder_with_files_of_the_user_is_refused_untouched(tmp_path):
+    """The regenerator drops stale NNNN.jpg/.png of an earlier, larger set: in a folder it did
+    not write, that deleted the user's images (and --out . rewrote README.md)."""
+    kw = dict(size=32, n_train=2, n_test=1, seed=3, progress=False)
+    mine = tmp_path / "mine"
+    (mine / "trainA").mkdir(parents=True)
+    (mine / "trainA" / "a.png").write_bytes(b"precious")
+    (mine / "README.md").write_text("MY PROJECT README")
+    with pytest.raises(dd.DemoFolderError) as e:
+        dd.generate_demo_dataset(mine, **kw)
+    assert str(e.value) == (f"{mine} holds files the demo generator did not write (README.md, "
+                            f"trainA/a.png); choose a new or empty folder")
+    assert sorted(os.listdir(mine)) == ["README.md", "trainA"]
+    assert (mine / "trainA" / "a.png").read_bytes() == b"precious"
+    # a demo set, finished or interrupted (no manifest yet), is regenerated in place
+    demo = tmp_path / "demo"
+    dd.generate_demo_dataset(demo, **kw)
+    (demo / "manifest.json").unlink()
+    dd.generate_demo_dataset(demo, **kw)
+    assert dd.is_complete(str(demo), size=32, n_train=2, n_test=1, seed=3)
+    for argv, message in ((["--out", ""], "--out must name a folder"),
+                          (["--out", str(mine)], f"--out {mine} holds files the demo"),
+                          (["--out", str(mine / "README.md")],
+                           f"--out {mine / 'README.md'} is a file, not a folder"),
+                          (["--out", str(mine / "README.md" / "x")],
+                           f"--out {mine / 'README.md' / 'x'}: cannot write there")):
+        r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_demo_dataset.py"),
+                            "--size", "32", "--n_train", "1", "--n_test", "1", "--quiet"] + argv,
+                           cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert message in r.stderr, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["demo", "mine"]  # nothing written by the refusals
+
+
 @pytest.mark.parametrize("package", ["common", "data", "infer", "evaluate"])
 def test_the_runtime_package_never_imports_tools(package):
     import ast
