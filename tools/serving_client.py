@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import math
 import os
 import sys
 
@@ -159,8 +160,33 @@ def predict_grpc(target: str, model_name: str, images, signature_name: str = "se
     return list(response.outputs[OUTPUT_NAME].string_val)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (this file stands alone: no ugatit_tf import)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _check_args(parser, args) -> None:
+    """Refuse, before any request, what cannot work: one line naming the flag, exit 2."""
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        parser.error(f"--timeout must be a number of seconds > 0, got {args.timeout}")
+    if args.grpc and not args.model:
+        parser.error("--grpc needs --model NAME")
+    if not os.path.isfile(args.image):
+        what = "is not a file" if os.path.exists(args.image) else "does not exist"
+        parser.error(f"--image {args.image}: {what}")
+    if os.path.isdir(args.out) or args.out.endswith(("/", os.sep)):
+        parser.error(f"--out {args.out}: is a folder; give the PNG's file name")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        parser.error(f"--out {args.out}: {parent} is a file, not a folder")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _Parser(description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="REST predict URL, e.g. "
                         "http://localhost:8501/v1/models/selfie2anime:predict")
@@ -176,12 +202,11 @@ def main(argv=None) -> int:
                         help="send the columnar {\"inputs\": ...} format instead of instances")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    _check_args(parser, args)
     try:
         with open(args.image, "rb") as f:
             data = f.read()
         if args.grpc:
-            if not args.model:
-                parser.error("--grpc needs --model NAME")
             results = predict_grpc(args.grpc, args.model, [data], args.signature, args.timeout)
         else:
             results = predict_rest(args.url, [data], args.signature, args.columnar,

@@ -167,3 +167,31 @@ def test_grpc_is_optional(tmp_path, capsys):
     assert client.main(["--grpc", "127.0.0.1:1", "--model", "tiny", "--image", str(src),
                         "--out", str(tmp_path / "o.png")]) == 1
     assert "tensorflow-serving-api" in capsys.readouterr().err
+
+
+def test_client_flags_are_checked_before_any_request(tmp_path, capsys):
+    """One line, exit 2, nothing sent and nothing written: before, a bad --out was found after
+    the prediction and --timeout 0 ended in a traceback from requests."""
+    src = tmp_path / "in.png"
+    src.write_bytes(_png())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    url = "http://127.0.0.1:1/v1/models/tiny:predict"  # nothing listens: never reached
+    base = ["--url", url, "--image", str(src)]
+    for argv, message in (
+            (base + ["--out", str(tmp_path), "--timeout", "5"],
+             f"--out {tmp_path}: is a folder; give the PNG's file name"),
+            (base + ["--out", str(notes / "x.png")],
+             f"--out {notes / 'x.png'}: {notes} is a file, not a folder"),
+            (base + ["--out", "o.png", "--timeout", "0"],
+             "--timeout must be a number of seconds > 0, got 0.0"),
+            (["--url", url, "--image", str(tmp_path / "nothere.png"), "--out", "o.png"],
+             f"--image {tmp_path / 'nothere.png'}: does not exist"),
+            (["--url", url, "--image", str(tmp_path), "--out", "o.png"],
+             f"--image {tmp_path}: is not a file")):
+        with pytest.raises(SystemExit) as e:
+            client.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.splitlines() == [f"{client._Parser().prog}: error: "
+                                                          f"{message}"], err
+    assert sorted(os.listdir(tmp_path)) == ["in.png", "notes.txt"]
