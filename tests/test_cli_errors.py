@@ -93,6 +93,9 @@ MISTAKES = [
      ["error: data set folder ", "nodata does not exist"]),
     ([os.path.join(ROOT, "tools", "make_demo_dataset.py"), "--out", "demo", "--size", "3"],
      ["make_demo_dataset.py: error: --size must be >= 16"]),
+    ([os.path.join(ROOT, "tools", "convert_checkpoint.py"), "--source", "pytorch",
+      "--checkpoint", "notes.txt", "--dataset", "t"],  # after TensorFlow's import: no log lines
+     ["error: cannot read the PyTorch checkpoint notes.txt: notes.txt: not a torch checkpoint"]),
     ([os.path.join(ROOT, "tools", "benchmark.py"), "fast"],
      ["benchmark.py: error: argument mode: invalid choice: 'fast'"]),
 ]

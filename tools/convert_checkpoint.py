@@ -19,6 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # instead of about 2.5 GB, docs/conversion.md). Set before TensorFlow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from ugatit_tf.cli import import_tensorflow  # noqa: E402
+
+import_tensorflow(verbose=False)  # without its C++ log lines: errors stay one line
+
 from ugatit_tf.convert.cli import main  # noqa: E402
 
 if __name__ == "__main__":
