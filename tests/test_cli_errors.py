@@ -96,6 +96,10 @@ MISTAKES = [
     ([os.path.join(ROOT, "tools", "convert_checkpoint.py"), "--source", "pytorch",
       "--checkpoint", "notes.txt", "--dataset", "t"],  # after TensorFlow's import: no log lines
      ["error: cannot read the PyTorch checkpoint notes.txt: notes.txt: not a torch checkpoint"]),
+    ([os.path.join(ROOT, "tools", "benchmark.py"), "infer", "--configs", "light:30:4:1"],
+     ["benchmark.py: error: --configs light:30:4:1: --img_size must be a multiple of 4"]),
+    ([os.path.join(ROOT, "tools", "benchmark.py"), "infer", "--repeats", "-1"],
+     ["benchmark.py: error: --repeats must be >= 0, got -1"]),
     ([os.path.join(ROOT, "tools", "benchmark.py"), "fast"],
      ["benchmark.py: error: argument mode: invalid choice: 'fast'"]),
 ]

@@ -60,6 +60,27 @@ def parse_spec(spec: str) -> dict:
     return dict(light=parts[0] == "light", img_size=size, ch=ch, n_res=n_res, n_dis=n_dis)
 
 
+def _flag_problem(args) -> str | None:
+    """What is wrong with the flags (one line naming the flag), before TensorFlow loads."""
+    from ugatit_tf.config import ConfigError
+    for name in ("repeats", "warmup", "inter_op_threads", "intra_op_threads"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            return f"--{name} must be >= 0, got {value}"
+    if args.batch_size < 1:
+        return f"--batch_size must be >= 1, got {args.batch_size}"
+    specs = [s for s in args.configs.split(",") if s.strip()]
+    if not specs:
+        return "--configs names no configuration (e.g. light:256:64:4)"
+    for spec in specs:
+        try:
+            make_config(spec)
+        except (ValueError, ConfigError) as e:  # ConfigError names a main.py flag
+            return f"--configs: {e}" if str(e).startswith("config ") else \
+                f"--configs {spec}: {e}"
+    return None
+
+
 def make_config(spec: str, **overrides):
     from ugatit_tf.config import Config
     values = parse_spec(spec)
@@ -819,7 +840,7 @@ def _run_mode(args, spec, repeats, peaks, dtype) -> list[dict]:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = _peer_problem(args)
+    problem = _flag_problem(args) or _peer_problem(args)
     if problem:
         parser.error(problem)  # one line, exit status 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -832,8 +853,6 @@ def main(argv=None) -> int:
         from ugatit_tf.train.distribute import make_strategy
         make_strategy(args.strategy)
     specs = [s for s in args.configs.split(",") if s.strip()]
-    for spec in specs:
-        parse_spec(spec)  # fail early on a typo
     repeats = args.repeats or {"infer": 10, "train": 5, "tflite": 10}[args.mode]
     dtype = _compute_dtype(args.mixed_precision)  # tflite mode: its extra SavedModel row
     peaks = {}
