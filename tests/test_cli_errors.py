@@ -100,6 +100,10 @@ MISTAKES = [
      ["benchmark.py: error: --configs light:30:4:1: --img_size must be a multiple of 4"]),
     ([os.path.join(ROOT, "tools", "benchmark.py"), "infer", "--repeats", "-1"],
      ["benchmark.py: error: --repeats must be >= 0, got -1"]),
+    ([os.path.join(ROOT, "tools", "load_test.py"), "--image", "nothere.jpg"],
+     ["load_test.py: error: --image nothere.jpg: does not exist"]),
+    ([os.path.join(ROOT, "tools", "load_test.py"), "--random_weights", "30"],
+     ["load_test.py: error: --random_weights 30: --img_size must be a multiple of 4"]),
     ([os.path.join(ROOT, "tools", "benchmark.py"), "fast"],
      ["benchmark.py: error: argument mode: invalid choice: 'fast'"]),
 ]

@@ -16,7 +16,6 @@ resident memory (VmRSS) after start-up, after the warm-up and after the load, an
 
 from __future__ import annotations
 
-import argparse
 import base64
 import concurrent.futures
 import json
@@ -29,6 +28,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from ugatit_tf.cli import Parser  # noqa: E402  (one-line errors)
 
 
 def memory_mb(pid: int) -> dict:
@@ -127,8 +128,24 @@ def run_load(url: str, model: str, endpoint: str, data: bytes, requests_n: int,
             "first_error": errors[0] if errors else ""}
 
 
+def _flag_problem(args) -> str | None:
+    """What is wrong with --image or --random_weights (one line), before any work."""
+    if args.image is not None and not os.path.isfile(args.image):
+        what = "is not a file" if os.path.exists(args.image) else "does not exist"
+        return f"--image {args.image}: {what}"
+    if args.random_weights is not None:
+        if args.url:
+            return "--random_weights starts a server of its own; it cannot go with --url"
+        from ugatit_tf.config import Config, ConfigError
+        try:
+            Config(light=True, img_size=args.random_weights).validate()
+        except ConfigError as e:
+            return f"--random_weights {args.random_weights}: {e}"
+    return None
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--endpoint", choices=("page", "predict"), default="page")
@@ -141,6 +158,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.clients < 1:
         parser.error("--requests and --clients must be >= 1")
+    problem = _flag_problem(args)
+    if problem:
+        parser.error(problem)
     data = photo_jpeg(args.image)
     process, memory = None, {}
     with tempfile.TemporaryDirectory() as tmp:
