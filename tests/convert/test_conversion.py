@@ -598,6 +598,11 @@ def test_parse_model_dir_and_flags():
                                  "--n_res 4 --n_dis 6 --sn True --smoothing True")
     assert shared.main_flags(Config(dataset="d", variant="pytorch", gan_type="hinge")).startswith(
         "--dataset d --variant pytorch --light False")
+    # paths with spaces are quoted: the printed line is pasted into a shell
+    import shlex
+    spaced = shared.main_flags(Config(dataset="my set", checkpoint_dir="sp ace/ck"))
+    argv = shlex.split(spaced)
+    assert argv[:2] == ["--dataset", "my set"] and argv[-2:] == ["--checkpoint_dir", "sp ace/ck"]
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -128,7 +129,7 @@ def parse_model_dir(name: str) -> dict | None:
 def main_flags(config: Config) -> str:
     """The main.py flags that select this configuration (and so find its checkpoint)."""
     default = Config()
-    parts = [f"--dataset {config.dataset}"]
+    parts = [f"--dataset {shlex.quote(config.dataset)}"]
     if config.variant != default.variant:
         parts.append(f"--variant {config.variant}")
     parts += [f"--light {config.light}", f"--img_size {config.img_size}", f"--ch {config.ch}",
@@ -138,7 +139,7 @@ def main_flags(config: Config) -> str:
                  "cam_weight", "checkpoint_dir"):
         value = getattr(config, name)
         if value != getattr(default, name):
-            parts.append(f"--{name} {value}")
+            parts.append(f"--{name} {shlex.quote(str(value))}")  # copied into a shell
     return " ".join(parts)
 
 
