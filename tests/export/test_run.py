@@ -173,9 +173,16 @@ def test_main_export_model_name_version_and_readme(tmp_path):
     assert '"export/tflite/anime/2/a2b_float16.tflite"' in readme.read_text()
     export(3)
     assert "saved_model_cli show --dir export/anime/3 --all" in readme.read_text()
+    assert 'name: "anime"' in (export_dir / "models.config").read_text()  # ours: rewritten
     readme.write_text("# my notes\n")
+    mine = 'model_config_list {\n  config {\n    name: "mine"\n    base_path: "/models/mine"\n' \
+           '    model_platform: "tensorflow"\n    model_version_policy { all {} }\n  }\n}\n'
+    (export_dir / "models.config").write_text(mine)
     out = export(4)
     assert readme.read_text() == "# my notes\n"
     assert ("[export] kept export/README.md: it was not written by the export (the serving "
             "instructions are in docs/serving.md)") in out
+    assert (export_dir / "models.config").read_text() == mine  # a user's config is kept
+    assert ("[export] kept export/models.config: it was not written by the export; add anime "
+            "(base_path /models/anime) to it yourself") in out
     assert (export_dir / "anime" / "4" / "saved_model.pb").is_file()

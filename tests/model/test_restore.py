@@ -95,3 +95,17 @@ def test_mismatch_names_the_variable_and_changes_nothing(tmp_path):
     extra = tf.train.Checkpoint(generator_B=other.genA2B, extra=tf.Variable(1.0))
     with pytest.raises(ValueError, match=r"ckpt-1: the checkpoint has no extra$"):
         restore_variables(extra, prefix)
+
+
+@pytest.mark.parametrize("size", [0, 1000])
+def test_a_truncated_data_file_is_a_checkpoint_error(tmp_path, size):
+    """A damaged download or a full disk: the data file cut short ended in an IndexError
+    traceback ('Read less bytes than requested'); now one CheckpointError naming the prefix."""
+    from ugatit_tf.model.checkpoints import CheckpointError
+    config, _, prefix = _saved(tmp_path)
+    with open(prefix + ".data-00000-of-00001", "r+b") as f:
+        f.truncate(size)
+    with pytest.raises(CheckpointError) as e:
+        load_networks(config)
+    assert str(e.value).startswith(f"cannot restore {prefix}: ")
+    assert str(e.value).endswith("(a damaged or truncated checkpoint?)")

@@ -278,6 +278,35 @@ def test_resume_with_other_architecture_names_the_flag(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow
+def test_config_json_is_kept_by_runs_that_fail_or_have_nothing_to_do(tiny_dataset, tmp_path):
+    """config.json is written with a checkpoint only: a resume with another --img_size or
+    --batch_size (whose saved data position holds other batches) is refused naming the flag,
+    a finished run has nothing to do, a start that fails writes nothing; the flags in
+    config.json stay those of the checkpoint each time."""
+    import json
+    cfg = tiny_config(tmp_path, dataset_dir=tiny_dataset, **RUN).replace(iteration=1, epoch=1)
+    folder = os.path.join(cfg.checkpoint_dir, cfg.model_dir)
+    Trainer(cfg, log=lambda *a: None).train(progress=False)
+    saved = open(os.path.join(folder, "config.json")).read()
+    for changes, message in ((dict(img_size=36), "--img_size 32 (you gave 36)"),
+                             (dict(batch_size=2), "--batch_size 1 (you gave 2)")):
+        with pytest.raises(CheckpointError) as e:
+            Trainer(cfg.replace(**changes), log=lambda *a: None).train(progress=False)
+        assert f"it was trained with {message}, and its data pipeline's position" in \
+            str(e.value)
+        assert open(os.path.join(folder, "config.json")).read() == saved
+    out = Trainer(cfg.replace(lr=0.5), log=lambda *a: None).train(progress=False)
+    assert out["last"] == {} and json.loads(saved)["lr"] != 0.5
+    assert open(os.path.join(folder, "config.json")).read() == saved
+    fresh = cfg.replace(checkpoint_dir=str(tmp_path / "ck2"), sample_dir=str(tmp_path / "f"))
+    (tmp_path / "f").write_text("a file where the samples go")
+    with pytest.raises(Exception, match="--sample_dir"):
+        Trainer(fresh, log=lambda *a: None).train(progress=False)
+    assert not os.path.exists(os.path.join(fresh.checkpoint_dir, fresh.model_dir,
+                                           "config.json"))
+
+
+@pytest.mark.slow
 def test_batch_size_two_hinge_and_pytorch_variant(tiny_dataset, tmp_path):
     """(wgan-gp, the tf1 variant and a batch of two: tests/train/test_distribute.py's
     one-device run)"""

@@ -201,7 +201,12 @@ def _write_saved_model(nets, config, export_dir, name, version, path, max_bytes,
     written = {}
     written["saved_model"] = export_saved_model(nets, config, path, max_bytes, max_pixels,
                                                 max_batch)
-    written["models_config"] = write_models_config(export_dir)
+    models_config = write_models_config(export_dir)
+    if models_config:
+        written["models_config"] = models_config
+    else:
+        print(f"[export] kept {os.path.join(export_dir, 'models.config')}: it was not written "
+              f"by the export; add {name} (base_path /models/{name}) to it yourself")
     text = serving_instructions(export_dir, name, config.img_size, version)
     print(f"[export] SavedModel: {written['saved_model']}")
     print(f"[export] serve it with:\n  {docker_command(export_dir, name)}")

@@ -179,10 +179,23 @@ def served_models(export_dir) -> list[str]:
     return names
 
 
-def write_models_config(export_dir) -> str:
-    """Write export_dir/models.config listing every SavedModel folder in export_dir."""
-    return write_text_atomic(os.path.join(export_dir, "models.config"),
-                             models_config_text(served_models(export_dir)))
+_OUR_MODELS_CONFIG = re.compile(r'model_config_list \{\n(  config \{\n    name: "[^"\n]*"\n'
+                                r'    base_path: "/models/[^"\n]*"\n'
+                                r'    model_platform: "tensorflow"\n  \}\n)*\}\n')
+
+
+def write_models_config(export_dir) -> str | None:
+    """Write export_dir/models.config listing every SavedModel folder in export_dir; None,
+    with nothing written, when a models.config there is not one an export wrote (a user's own
+    config, with its policies, is kept)."""
+    path = os.path.join(export_dir, "models.config")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if not _OUR_MODELS_CONFIG.fullmatch(f.read(1 << 20)):
+                return None
+    except FileNotFoundError:
+        pass
+    return write_text_atomic(path, models_config_text(served_models(export_dir)))
 
 
 def _mount_source(export_dir):

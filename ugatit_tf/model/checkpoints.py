@@ -215,6 +215,7 @@ def load_networks(config: Config, discriminators: bool = False, checkpoint: str 
         nets = Networks(config, discriminators=discriminators, generator_init="zeros")
     try:
         restore_variables(make_checkpoint(nets), prefix)  # optimizer slots are not read
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"cannot restore {prefix}: {e}") from e
+    except (tf.errors.OpError, ValueError, IndexError) as e:  # IndexError: a truncated file
+        raise CheckpointError(f"cannot restore {prefix}: {type(e).__name__}: {e} (a damaged "
+                              f"or truncated checkpoint?)") from e
     return nets, prefix

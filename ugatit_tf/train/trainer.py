@@ -83,6 +83,20 @@ def _apply_then_deferred(optimizer, deferred, variables, grads, source_grads):
         after = [optimizer.update_counted(make(after), kernel)]
 
 
+def _check_data_state_matches(config, folder: str, latest: str, has_data: bool) -> None:
+    """CheckpointError naming the flag when --img_size or --batch_size differ from the run
+    that saved `latest`: its data iterators' positions hold batches of that shape."""
+    from ugatit_tf.model.checkpoints import read_config
+    saved = read_config(folder) or {}
+    changed = [n for n in ("img_size", "batch_size")
+               if has_data and n in saved and saved[n] != getattr(config, n)]
+    if changed:
+        details = ", ".join(f"--{n} {saved[n]} (you gave {getattr(config, n)})" for n in changed)
+        raise CheckpointError(f"cannot resume from {latest}: it was trained with {details}, "
+                              f"and its data pipeline's position holds batches of that shape; "
+                              f"pass the same values, or a new --checkpoint_dir to start over")
+
+
 class Trainer:
     """Builds everything for `config` and runs the training loop.
 
@@ -379,12 +393,13 @@ class Trainer:
             self.writer = tf.summary.create_noop_writer()
             return
         cfg = self.config
-        try:
-            os.makedirs(self.ckpt_dir, exist_ok=True)
-            write_config(self.ckpt_dir, cfg)
-        except OSError as e:
+        try:  # config.json is written with the first checkpoint (save), not before: a run
+            # that fails or has nothing to do leaves the folder's flags as they were
+            data_lib.ensure_output_folder(self.ckpt_dir, "--checkpoint_dir")
+        except data_lib.OutputError as e:
             raise CheckpointError(f"cannot write to the checkpoint folder {self.ckpt_dir} "
-                                  f"({e.strerror or e}): check --checkpoint_dir") from e
+                                  f"({e.__cause__.strerror or e.__cause__}): check "
+                                  f"--checkpoint_dir") from e
         log_dir = data_lib.ensure_output_folder(os.path.join(cfg.log_dir, cfg.model_dir),
                                                 "--log_dir")
         self.sample_dir = data_lib.ensure_output_folder(self.sample_dir, "--sample_dir")
@@ -460,9 +475,14 @@ class Trainer:
         extra = {k: v for k, v in self.extra_state.items() if k in present}
         g_optim = inner(self.g_optim) if "G_optim" in present else None
         d_optim = inner(self.d_optim) if "D_optim" in present else None
+        _check_data_state_matches(self.config, self.ckpt_dir, latest, "data_A" in present)
         checkpoint = make_checkpoint(self.nets, g_optim, d_optim, **extra)
-        with self.strategy.scope():
-            status = checkpoint.restore(latest)
+        try:
+            with self.strategy.scope():
+                status = checkpoint.restore(latest)
+        except (tf.errors.OpError, ValueError, IndexError) as e:  # IndexError: a truncated file
+            raise CheckpointError(f"cannot resume from {latest}: {type(e).__name__}: {e} (a "
+                                  f"damaged or truncated checkpoint?)") from e
         try:
             status.assert_existing_objects_matched()
         except AssertionError as e:
